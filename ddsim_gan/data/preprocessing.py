@@ -118,6 +118,10 @@ class ConditionEncoder(keras.layers.Layer):
         return cls(n_categories, log, **kwargs)
 
     @property
+    def n_inputs(self):
+        return len(self.n_categories)
+
+    @property
     def output_width(self):
         return sum(k if k else 1 for k in self.n_categories)
 

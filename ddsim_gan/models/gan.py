@@ -1,0 +1,251 @@
+"""ConditionalGAN: a Keras model with its own ``train_step`` for conditional Wasserstein GANs.
+
+One step reads like the algorithm (Gulrajani et al., arXiv:1704.00028, Algorithm 1):
+
+    for each of the critic_steps chunks of the batch:  critic step
+    generator step on the whole batch
+
+The model takes *physical* ``(conditions, samples)`` batches; its ``condition_encoder`` and
+``sample_transform`` layers normalize them, and :attr:`sampler` is the functional model
+``[conditions, noise] -> physical samples`` that is saved as ``.keras`` and exported for serving.
+All randomness goes through the model's :class:`keras.random.SeedGenerator`.
+"""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from ..data.preprocessing import HardThreshold
+from .losses import WassersteinLoss
+from .penalties import StepTensors
+
+_PACKAGE = "ddsim_gan"
+
+
+def _replicas_in_sync() -> int:
+    return tf.distribute.get_strategy().num_replicas_in_sync
+
+
+@keras.saving.register_keras_serializable(package=_PACKAGE)
+class ConditionalGAN(keras.Model):
+    """Conditional GAN with pluggable loss and penalties.
+
+    Args:
+        generator: ``[noise, encoded conditions] -> normalized sample``.
+        critic: ``[normalized sample, encoded conditions] -> score``.
+        condition_encoder: physical conditions -> encoded conditions (e.g. ``ConditionEncoder``).
+        sample_transform: invertible layer physical -> normalized samples (e.g. ``LogScale``).
+        latent_dim: width of the noise vector.
+        threshold: readout threshold in physical units; generated cells below it are zeroed.
+        penalties: :mod:`~ddsim_gan.models.penalties` objects (critic or generator side).
+        critic_steps: critic updates per generator update; each uses its own chunk of the batch,
+            so the batch size must be a multiple of it.
+        seed: seed of the model's random stream.
+    """
+
+    def __init__(self, generator, critic, condition_encoder, sample_transform, latent_dim,
+                 threshold=0.0, penalties=(), critic_steps=5, loss=None, seed=None, **kwargs):
+        super().__init__(**kwargs)
+        self.generator = generator
+        self.critic = critic
+        self.condition_encoder = condition_encoder
+        self.sample_transform = sample_transform
+        self.latent_dim = int(latent_dim)
+        self.threshold = float(threshold)
+        self.penalties = list(penalties)
+        self.critic_steps = int(critic_steps)
+        self.adversarial_loss = loss or WassersteinLoss()
+        self.seed = seed
+        self.seed_generator = keras.random.SeedGenerator(seed, name="gan_seed")
+        normalized_threshold = float(keras.ops.convert_to_numpy(
+            sample_transform(np.float32([threshold]))[0])) if threshold else 0.0
+        self.output_threshold = HardThreshold(normalized_threshold, name="output_threshold")
+        self._build_sampler()
+        self._trackers = {name: keras.metrics.Mean(name=name) for name in
+                          ["critic_loss", "generator_loss", "wasserstein"]
+                          + [p.name for p in self.penalties]}
+        self.generator_optimizer = None
+        self.critic_optimizer = None
+        self.built = True
+
+    # ---- the exported sampler ---------------------------------------------------------------
+    def _build_sampler(self):
+        conditions = keras.Input((self.condition_encoder.n_inputs,), name="conditions")
+        noise = keras.Input((self.latent_dim,), name="noise")
+        normalized = self.generator([noise, self.condition_encoder(conditions)])
+        physical = self.sample_transform(self.output_threshold(normalized), inverse=True)
+        self.sampler = keras.Model([conditions, noise], physical, name="sampler")
+
+    def generate_normalized(self, encoded, training=False):
+        noise = keras.random.normal((keras.ops.shape(encoded)[0], self.latent_dim),
+                                    seed=self.seed_generator)
+        return self.output_threshold(self.generator([noise, encoded], training=training))
+
+    def generate(self, conditions, seed=0, batch_size=4096):
+        """Physical samples for physical ``conditions`` (NumPy in, NumPy out), reproducible per
+        ``seed`` through stateless noise."""
+        conditions = np.asarray(conditions, np.float32)
+        rng = np.random.default_rng(seed)
+        noise = rng.standard_normal((len(conditions), self.latent_dim)).astype(np.float32)
+        return self.sampler.predict([conditions, noise], batch_size=batch_size, verbose=0)
+
+    def to_physical(self, normalized):
+        return self.sample_transform(normalized, inverse=True)
+
+    # ---- compile ------------------------------------------------------------------------------
+    def compile(self, generator_optimizer=None, critic_optimizer=None, **kwargs):
+        """Give each network its own optimizer instance (defaults: Adam 1e-4, beta = (0.5, 0.9),
+        as in arXiv:1704.00028). Under a ``mixed_float16`` policy they are wrapped in
+        ``LossScaleOptimizer`` (dynamic loss scaling)."""
+        super().compile(**kwargs)
+        generator_optimizer = generator_optimizer or keras.optimizers.Adam(1e-4, 0.5, 0.9)
+        critic_optimizer = critic_optimizer or keras.optimizers.Adam(1e-4, 0.5, 0.9)
+        if generator_optimizer is critic_optimizer:
+            raise ValueError("generator and critic need separate optimizer instances")
+        if keras.mixed_precision.global_policy().name == "mixed_float16":
+            generator_optimizer, critic_optimizer = [
+                opt if isinstance(opt, keras.optimizers.LossScaleOptimizer)
+                else keras.optimizers.LossScaleOptimizer(opt)
+                for opt in (generator_optimizer, critic_optimizer)]
+        self.generator_optimizer = generator_optimizer
+        self.critic_optimizer = critic_optimizer
+        self.generator_optimizer.build(self.generator.trainable_variables)
+        self.critic_optimizer.build(self.critic.trainable_variables)
+
+    def get_compile_config(self):
+        if self.generator_optimizer is None:
+            return None
+        return {"generator_optimizer": keras.saving.serialize_keras_object(self.generator_optimizer),
+                "critic_optimizer": keras.saving.serialize_keras_object(self.critic_optimizer)}
+
+    def compile_from_config(self, config):
+        self.compile(
+            generator_optimizer=keras.saving.deserialize_keras_object(config["generator_optimizer"]),
+            critic_optimizer=keras.saving.deserialize_keras_object(config["critic_optimizer"]))
+
+    @property
+    def metrics(self):
+        return list(self._trackers.values())
+
+    # ---- training -----------------------------------------------------------------------------
+    def _critic_scores(self, samples, encoded, training=True):
+        return self.critic([samples, encoded], training=training)
+
+    def _step_tensors(self, conditions, encoded, real, fake, optimizer):
+        scale = 1.0
+        if isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
+            scale = optimizer.dynamic_scale
+        return StepTensors(conditions=conditions, encoded=encoded, real=real, fake=fake,
+                           critic=lambda x, e: self._critic_scores(x, e),
+                           to_physical=self.to_physical, seed_generator=self.seed_generator,
+                           loss_scale=scale)
+
+    def _penalty_terms(self, side, step):
+        return {p.name: (p.weight, p(step)) for p in self.penalties if p.side == side}
+
+    @staticmethod
+    def _scale(optimizer, loss):
+        """Per-replica loss to differentiate: gradients are summed over replicas, and under
+        float16 the loss is multiplied by the dynamic loss scale (undone by the optimizer)."""
+        scaled = loss / _replicas_in_sync()
+        if isinstance(optimizer, keras.optimizers.LossScaleOptimizer):
+            scaled = optimizer.scale_loss(scaled)
+        return scaled
+
+    def critic_step(self, conditions, encoded, real):
+        fake = tf.stop_gradient(self.generate_normalized(encoded, training=True))
+        with tf.GradientTape() as tape:
+            real_scores = tf.cast(self._critic_scores(real, encoded), tf.float32)
+            fake_scores = tf.cast(self._critic_scores(fake, encoded), tf.float32)
+            loss = self.adversarial_loss.critic(real_scores, fake_scores)
+            step = self._step_tensors(conditions, encoded, real, fake, self.critic_optimizer)
+            terms = self._penalty_terms("critic", step)
+            total = loss + sum(weight * term for weight, term in terms.values())
+            scaled = self._scale(self.critic_optimizer, total)
+        variables = self.critic.trainable_variables
+        self.critic_optimizer.apply(tape.gradient(scaled, variables), variables)
+        wasserstein = tf.reduce_mean(real_scores) - tf.reduce_mean(fake_scores)
+        return total, wasserstein, terms
+
+    def generator_step(self, conditions, encoded, real):
+        with tf.GradientTape() as tape:
+            fake = self.generate_normalized(encoded, training=True)
+            fake_scores = tf.cast(self._critic_scores(fake, encoded), tf.float32)
+            loss = self.adversarial_loss.generator(fake_scores)
+            step = self._step_tensors(conditions, encoded, real, fake, self.generator_optimizer)
+            terms = self._penalty_terms("generator", step)
+            total = loss + sum(weight * term for weight, term in terms.values())
+            scaled = self._scale(self.generator_optimizer, total)
+        variables = self.generator.trainable_variables
+        self.generator_optimizer.apply(tape.gradient(scaled, variables), variables)
+        return total, terms
+
+    def _chunks(self, tensor):
+        shape = tf.shape(tensor)
+        chunked = tf.reshape(tensor, tf.concat([[self.critic_steps, -1], shape[1:]], axis=0))
+        return tf.unstack(chunked, num=self.critic_steps)
+
+    def train_step(self, data):
+        conditions, samples = data
+        conditions = tf.cast(conditions, tf.float32)
+        encoded = self.condition_encoder(conditions)
+        real = tf.cast(self.sample_transform(samples), tf.float32)
+        chunks = zip(self._chunks(conditions), self._chunks(encoded), self._chunks(real))
+        for chunk_conditions, chunk_encoded, chunk_real in chunks:
+            critic_loss, wasserstein, critic_terms = self.critic_step(
+                chunk_conditions, chunk_encoded, chunk_real)
+        generator_loss, generator_terms = self.generator_step(conditions, encoded, real)
+        return self._update_metrics(critic_loss, generator_loss, wasserstein,
+                                    {**critic_terms, **generator_terms})
+
+    def test_step(self, data):
+        conditions, samples = data
+        conditions = tf.cast(conditions, tf.float32)
+        encoded = self.condition_encoder(conditions)
+        real = tf.cast(self.sample_transform(samples), tf.float32)
+        fake = self.generate_normalized(encoded)
+        real_scores = tf.cast(self._critic_scores(real, encoded, training=False), tf.float32)
+        fake_scores = tf.cast(self._critic_scores(fake, encoded, training=False), tf.float32)
+        step = self._step_tensors(conditions, encoded, real, fake, None)
+        terms = {p.name: (p.weight, p(step)) for p in self.penalties
+                 if p.side == "generator"}
+        return self._update_metrics(
+            self.adversarial_loss.critic(real_scores, fake_scores),
+            self.adversarial_loss.generator(fake_scores),
+            tf.reduce_mean(real_scores) - tf.reduce_mean(fake_scores), terms)
+
+    def _update_metrics(self, critic_loss, generator_loss, wasserstein, terms):
+        self._trackers["critic_loss"].update_state(critic_loss)
+        self._trackers["generator_loss"].update_state(generator_loss)
+        self._trackers["wasserstein"].update_state(wasserstein)
+        for name, (_, value) in terms.items():
+            self._trackers[name].update_state(value)
+        return {name: tracker.result() for name, tracker in self._trackers.items()}
+
+    def call(self, inputs, training=False):
+        return self.sampler(inputs, training=training)
+
+    # ---- serialization ------------------------------------------------------------------------
+    def get_config(self):
+        serialize = keras.saving.serialize_keras_object
+        return {
+            "name": self.name,
+            "generator": serialize(self.generator), "critic": serialize(self.critic),
+            "condition_encoder": serialize(self.condition_encoder),
+            "sample_transform": serialize(self.sample_transform),
+            "latent_dim": self.latent_dim, "threshold": self.threshold,
+            "penalties": [serialize(p) for p in self.penalties],
+            "critic_steps": self.critic_steps, "loss": serialize(self.adversarial_loss),
+            "seed": self.seed,
+        }
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        deserialize = keras.saving.deserialize_keras_object
+        for key in ("generator", "critic", "condition_encoder", "sample_transform", "loss"):
+            config[key] = deserialize(config[key])
+        config["penalties"] = [deserialize(p) for p in config.get("penalties", [])]
+        return cls(**config)

@@ -1,0 +1,238 @@
+"""Penalties added to the critic or generator loss: one small object each.
+
+Every penalty has a ``weight``, a ``side`` ("critic" or "generator") and is called with a
+:class:`StepTensors` describing the current step; it returns the *unweighted* term (a float32
+scalar), which the GAN logs under the penalty's ``name`` and adds as ``weight * term``. A penalty
+knows nothing else about the GAN it is plugged into, so any model of the package can use it.
+
+Penalties are computed in float32 even under a mixed-precision policy.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from .nnls import nnls
+
+_PACKAGE = "ddsim_gan"
+
+
+@dataclass
+class StepTensors:
+    """What a penalty may look at in one training step.
+
+    ``real``/``fake`` are in the network's normalized units; ``to_physical`` maps them back to
+    physical units (MeV...). ``critic(samples, encoded)`` evaluates the critic. ``loss_scale`` is
+    the current dynamic loss scale under float16 training (1 otherwise).
+    """
+
+    conditions: tf.Tensor
+    encoded: tf.Tensor
+    real: tf.Tensor
+    fake: tf.Tensor
+    critic: Callable
+    to_physical: Callable
+    seed_generator: keras.random.SeedGenerator | None = None
+    loss_scale: tf.Tensor | float = 1.0
+
+
+class Penalty:
+    """Base class: ``weight`` times :meth:`__call__` is added to the loss of ``side``."""
+
+    side = "generator"
+    name = "penalty"
+
+    def __init__(self, weight: float = 1.0):
+        self.weight = float(weight)
+
+    def __call__(self, step: StepTensors) -> tf.Tensor:
+        raise NotImplementedError
+
+    def get_config(self):
+        return {"weight": self.weight}
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
+
+    def __repr__(self):
+        args = ", ".join(f"{k}={v!r}" for k, v in self.get_config().items())
+        return f"{type(self).__name__}({args})"
+
+
+def _per_event(tensor):
+    return tf.reshape(tf.cast(tensor, tf.float32), [tf.shape(tensor)[0], -1])
+
+
+@keras.saving.register_keras_serializable(package=_PACKAGE)
+class GradientPenalty(Penalty):
+    """WGAN-GP (I. Gulrajani et al., arXiv:1704.00028, eq. 3, Algorithm 1):
+
+        GP = E[(sqrt(||grad_x D(x_hat)||^2 + epsilon) - 1)^2],
+        x_hat = u x_real + (1 - u) x_fake,  u ~ U[0, 1] per event.
+
+    ``epsilon`` keeps the square root differentiable at a zero gradient (the keras-io example
+    has none and can produce NaN). Under float16 the inner gradient is taken of the critic output
+    times the loss scale and divided back in float32, so small gradients do not underflow and the
+    penalty cannot drive the dynamic loss scale down to 1 (tensorflow#48662).
+    """
+
+    side = "critic"
+    name = "gradient_penalty"
+
+    def __init__(self, weight: float = 10.0, epsilon: float = 1e-12):
+        super().__init__(weight)
+        self.epsilon = float(epsilon)
+
+    def __call__(self, step):
+        batch = tf.shape(step.real)[0]
+        shape = tf.concat([[batch], tf.ones([tf.rank(step.real) - 1], tf.int32)], axis=0)
+        u = keras.random.uniform(shape, 0.0, 1.0, seed=step.seed_generator)
+        real = tf.cast(step.real, tf.float32)
+        fake = tf.cast(step.fake, tf.float32)
+        interpolated = u * real + (1.0 - u) * fake
+        scale = tf.cast(step.loss_scale, tf.float32)
+        with tf.GradientTape() as tape:
+            tape.watch(interpolated)
+            scores = tf.cast(step.critic(tf.cast(interpolated, step.real.dtype), step.encoded),
+                             tf.float32)
+            scaled = tf.reduce_sum(scores) * scale
+        gradients = _per_event(tape.gradient(scaled, interpolated)) / scale
+        norms = tf.sqrt(tf.reduce_sum(tf.square(gradients), axis=1) + self.epsilon)
+        return tf.reduce_mean(tf.square(norms - 1.0))
+
+    def get_config(self):
+        return {**super().get_config(), "epsilon": self.epsilon}
+
+
+@keras.saving.register_keras_serializable(package=_PACKAGE)
+class DriftPenalty(Penalty):
+    """Keeps critic scores near zero (T. Karras et al., arXiv:1710.10196, sec. A.1):
+    drift = E[D(x_real)^2]. Used with a small weight (0.001 in the paper)."""
+
+    side = "critic"
+    name = "drift_penalty"
+
+    def __init__(self, weight: float = 1e-3):
+        super().__init__(weight)
+
+    def __call__(self, step):
+        scores = tf.cast(step.critic(step.real, step.encoded), tf.float32)
+        return tf.reduce_mean(tf.square(scores))
+
+
+@keras.saving.register_keras_serializable(package=_PACKAGE)
+class ConservationPenalty(Penalty):
+    """Conservation of an event-level quantity between real and generated batches (seed 003):
+
+        P = ((mean_batch Q(x_fake) - mean_batch Q(x_real)) / mean_batch Q(x_real))^2
+
+    with Q = sum_E (total energy, physical units) or nhits. nhits is made differentiable as in
+    the seed's definition of a hit, a cell above ``hit_fraction`` of the event's maximum:
+    nhits = sum_cells sigmoid((x - f max(x)) / (t max(x))), t = ``temperature``.
+    Real and generated events of a batch share their conditions, so batch means are comparable.
+    """
+
+    side = "generator"
+
+    def __init__(self, quantity: str = "sum_E", weight: float = 1.0, hit_fraction: float = 0.05,
+                 temperature: float = 0.01):
+        if quantity not in ("sum_E", "nhits"):
+            raise ValueError(f"quantity must be 'sum_E' or 'nhits', got {quantity!r}")
+        super().__init__(weight)
+        self.quantity = quantity
+        self.hit_fraction = float(hit_fraction)
+        self.temperature = float(temperature)
+        self.name = f"conservation_{quantity}"
+
+    def quantity_per_event(self, physical):
+        cells = _per_event(physical)
+        if self.quantity == "sum_E":
+            return tf.reduce_sum(cells, axis=1)
+        peak = tf.reduce_max(cells, axis=1, keepdims=True) + 1e-12
+        return tf.reduce_sum(
+            tf.sigmoid((cells - self.hit_fraction * peak) / (self.temperature * peak)), axis=1)
+
+    def __call__(self, step):
+        real = tf.reduce_mean(self.quantity_per_event(step.to_physical(step.real)))
+        fake = tf.reduce_mean(self.quantity_per_event(step.to_physical(step.fake)))
+        return tf.square((fake - real) / (tf.abs(real) + 1e-12))
+
+    def get_config(self):
+        return {**super().get_config(), "quantity": self.quantity,
+                "hit_fraction": self.hit_fraction, "temperature": self.temperature}
+
+
+def soft_histogram(values, edges, bandwidth, weights=None):
+    """Differentiable histogram: each value spreads over the bins as a Gaussian of width
+    ``bandwidth``; bin m receives Phi((e_{m+1} - v) / h) - Phi((e_m - v) / h).
+
+    ``weights`` ``[n, k]`` gives k histograms at once (``[m, k]`` result); default one.
+    """
+    values = tf.cast(values, tf.float64)[:, None]
+    edges = tf.constant(np.asarray(edges, np.float64))[None, :]
+    cdf = 0.5 * (1.0 + tf.math.erf((edges - values) / (bandwidth * np.sqrt(2.0))))
+    per_bin = cdf[:, 1:] - cdf[:, :-1]
+    if weights is None:
+        return tf.reduce_sum(per_bin, axis=0)[:, None]
+    return tf.matmul(per_bin, tf.cast(weights, tf.float64), transpose_a=True)
+
+
+@keras.saving.register_keras_serializable(package=_PACKAGE)
+class NNLSPenalty(Penalty):
+    """NNLS spectrum penalty of the DarkSHINE NNLS + CGAN (seed 002, as read in DESIGN.md).
+
+    Columns of A are the generator's response: the soft histogram of the generated observable
+    (total energy) for the events of condition bin k, normalized to unit sum; b is the soft
+    histogram of the real observable of the batch, normalized to unit sum. With
+
+        X* = argmin_{X >= 0} ||A X - b||^2   (solved in-graph, :func:`~ddsim_gan.models.nnls.nnls`)
+
+    the penalty is ||A X* - b||^2. X* is held constant (envelope theorem: the derivative of the
+    minimum with respect to A is the partial derivative at the optimum), gradients flow through A:
+    the generator is pushed towards responses from which the observed spectrum can be unfolded.
+    """
+
+    side = "generator"
+    name = "nnls_penalty"
+
+    def __init__(self, condition_edges, observable_edges, weight: float = 1.0,
+                 bandwidth: float = 0.5, condition_index: int = 0):
+        super().__init__(weight)
+        self.condition_edges = [float(e) for e in condition_edges]
+        self.observable_edges = [float(e) for e in observable_edges]
+        self.bandwidth = float(bandwidth)
+        self.condition_index = int(condition_index)
+        widths = np.diff(self.observable_edges)
+        self._kernel_width = self.bandwidth * float(np.mean(widths))
+
+    def response_matrix(self, conditions, observable):
+        """A ``[M, K]``: normalized soft histograms of ``observable`` per condition bin."""
+        condition = tf.cast(conditions[:, self.condition_index], tf.float64)
+        edges = tf.constant(self.condition_edges, tf.float64)
+        k = len(self.condition_edges) - 1
+        bins = tf.clip_by_value(tf.searchsorted(edges, condition, side="right") - 1, 0, k - 1)
+        membership = tf.one_hot(bins, k, dtype=tf.float64)
+        histograms = soft_histogram(observable, self.observable_edges, self._kernel_width,
+                                    membership)
+        return histograms / tf.maximum(tf.reduce_sum(histograms, axis=0, keepdims=True), 1e-12)
+
+    def __call__(self, step):
+        fake_total = tf.reduce_sum(_per_event(step.to_physical(step.fake)), axis=1)
+        real_total = tf.reduce_sum(_per_event(step.to_physical(step.real)), axis=1)
+        matrix = self.response_matrix(step.conditions, fake_total)
+        target = soft_histogram(real_total, self.observable_edges, self._kernel_width)[:, 0]
+        target = target / tf.maximum(tf.reduce_sum(target), 1e-12)
+        weights, _ = nnls(tf.stop_gradient(matrix), tf.stop_gradient(target))
+        residual = tf.linalg.matvec(matrix, weights) - target
+        return tf.cast(tf.reduce_sum(tf.square(residual)), tf.float32)
+
+    def get_config(self):
+        return {**super().get_config(), "condition_edges": self.condition_edges,
+                "observable_edges": self.observable_edges, "bandwidth": self.bandwidth,
+                "condition_index": self.condition_index}
