@@ -1,0 +1,30 @@
+"""Data in and out: HDF5 shards (ours and the CaloChallenge layout) and tf.data pipelines.
+
+- :func:`write_shards`, :class:`ShardWriter`: validated, atomically written shards;
+- :func:`read_shard`, :func:`read_shards`, :func:`find_shards`, :func:`shard_info`;
+- :func:`write_calochallenge`, :func:`read_calochallenge`;
+- :func:`make_dataset`, :func:`dataset_from_arrays`: ``(conditions, samples)`` batches for training.
+
+Every problem with an input file raises :class:`DataFormatError`. The pipeline builders import
+TensorFlow, so they are loaded on first use: reading a shard's metadata stays cheap.
+"""
+
+from __future__ import annotations
+
+from .errors import DataFormatError
+from .hdf5 import (ShardWriter, find_shards, read_calochallenge, read_shard, read_shards,
+                   shard_info, write_calochallenge, write_shards)
+
+_PIPELINE = ("make_dataset", "dataset_from_arrays")
+
+
+def __getattr__(name):
+    if name in _PIPELINE:
+        from . import pipeline
+        return getattr(pipeline, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+__all__ = ["DataFormatError", "ShardWriter", "dataset_from_arrays", "find_shards", "make_dataset",
+           "read_calochallenge", "read_shard", "read_shards", "shard_info", "write_calochallenge",
+           "write_shards"]
