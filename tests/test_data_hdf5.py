@@ -223,6 +223,10 @@ def test_structural_errors(tmp_path, datasets, pattern):
 
 def test_detector_mismatch(tmp_path):
     (path,) = write_shards(tmp_path, *toy_data(3), TOY)
+    with h5py.File(path, "a") as f:  # inconsistent with its own attributes
+        f.attrs["condition_names"] = '["energy"]'
+    with pytest.raises(DataFormatError, match="2 column.*'condition_names' lists 1"):
+        read_shard(path)
     with pytest.raises(DataFormatError, match="written for detector 'toy', but detector 'darkshine'"):
         read_shard(path, "darkshine")
 

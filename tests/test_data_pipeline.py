@@ -117,7 +117,8 @@ MIRRORED = textwrap.dedent("""
 
     @tf.function
     def step(c, s):
-        return strategy.reduce("SUM", strategy.run(lambda c, s: tf.reduce_sum(c[:, 0]) + 0 * tf.reduce_sum(s), (c, s)), axis=None)
+        per_replica = strategy.run(lambda c, s: tf.reduce_sum(c[:, 0]) + 0 * tf.reduce_sum(s), (c, s))
+        return strategy.reduce("SUM", per_replica, axis=None)
 
     for ds in (make_dataset(paths, 16, seed=0), dataset_from_arrays(conditions, samples, 16, seed=0)):
         total, rows = 0.0, 0

@@ -386,6 +386,10 @@ def _target_shapes(info: dict, detector: Detector | None, path: Path) -> tuple[i
                 f"({', '.join(detector.condition_names)}) for detector {detector.name!r}")
         expected = tuple(detector.sample_shape)
     else:
+        names = info["condition_names"]
+        if names is not None and width != len(names):
+            raise DataFormatError(f"{path}: dataset {cond_name!r} has {width} column(s), but the "
+                                  f"attribute 'condition_names' lists {len(names)}: {names}")
         expected = tuple(info["sample_shape"]) if info["sample_shape"] is not None else stored
     if info["layout"] == "calochallenge" and len(stored) == 1 and math.prod(expected) == stored[0]:
         return width, expected
