@@ -73,7 +73,7 @@ def test_efficiency_ratios_identical_and_shifted(rng):
     shifted = M.efficiency_ratios(values, other + 0.5, index, index)
     assert np.all(shifted["ratio"] > 1.0)
     packed = np.stack([values, index], 1)
-    assert M.efficiency_max_deviation(packed, packed) == pytest.approx(0.0)
+    assert M.efficiency_mean_deviation(packed, packed) == pytest.approx(0.0)
 
 
 def test_fpd(rng):

@@ -74,3 +74,38 @@ def test_report_passes_reference_against_itself(darkshine, tmp_path):
     with pytest.raises(KeyError, match="W1/sigma:E_tot"):
         evaluate(detector, conditions, ref[:200], ref2[:200], None,
                  bars={"W1/sigma:E_tot": 0.1}, classifier=False, plots=False, n_bootstrap=0)
+
+
+class _ToyVector(detectors.Detector):
+    """A vector-output detector (like RICH/DarkSide): two numbers per event, one condition."""
+
+    name = "toy_vector"
+    conditions = (detectors.Condition("p", "GeV", 1.0, 10.0),)
+    sample_shape = (2,)
+    sample_names = ("S1", "S2")
+    sample_units = ("PE", "ns")
+
+    def sample_conditions(self, n, seed=None):
+        return np.random.default_rng(seed).uniform(1, 10, (n, 1)).astype(np.float32)
+
+    def simulate_at(self, conditions, seed=None):
+        rng = np.random.default_rng(seed)
+        p = np.asarray(conditions)[:, :1]
+        return (rng.normal(size=(len(p), 2)) + np.hstack([p, 0.1 * p])).astype(np.float32)
+
+
+def test_report_vector_detector_efficiencies(tmp_path):
+    detector = _ToyVector()
+    conditions, ref = detector.simulate(3000, seed=0)
+    ref2 = detector.simulate_at(conditions, seed=1)
+    gen = detector.simulate_at(conditions, seed=2) + np.array([0.0, 1.0], np.float32)
+    result = evaluate(detector, conditions, ref, gen, ref2, output_dir=tmp_path, classifier=False,
+                      n_bootstrap=3, bars={"efficiency_ratio_mean_dev:S1": 0.2,
+                                           "efficiency_ratio_mean_dev:S2": 0.2})
+    by_name = {m["name"]: m for m in result["metrics"]}
+    assert set(by_name) >= {"W1/sigma:S1", "KL:S2", "efficiency_ratio_mean_dev:S1"}
+    assert by_name["efficiency_ratio_mean_dev:S1"]["passed"] is True
+    assert by_name["efficiency_ratio_mean_dev:S2"]["passed"] is False      # S2 shifted by 1 σ
+    assert result["failed"] == ["efficiency_ratio_mean_dev:S2"]
+    plots = {p.name for p in (tmp_path / "plots").glob("*.png")}
+    assert {"hist_S1.png", "conditional_S2.png", "efficiency_S2.png"} <= plots

@@ -6,7 +6,7 @@ and plotting (matplotlib) modules are imported on first use.
 """
 
 from .metrics import (EPSILON, MetricResult, binned_js, binned_kl, compare,
-                      efficiency_max_deviation, efficiency_ratios, frechet_distance,
+                      efficiency_mean_deviation, efficiency_ratios, frechet_distance,
                       frechet_physics_distance, kernel_physics_distance, ks_statistic,
                       mmd_poly_unbiased, separation_power, shared_edges, standardize,
                       wasserstein_over_sigma)
@@ -33,7 +33,7 @@ def __getattr__(name):
 __all__ = [
     "MetricResult", "EPSILON", "compare", "wasserstein_over_sigma", "binned_kl", "binned_js",
     "ks_statistic", "separation_power", "shared_edges", "efficiency_ratios",
-    "efficiency_max_deviation", "frechet_distance", "frechet_physics_distance",
+    "efficiency_mean_deviation", "frechet_distance", "frechet_physics_distance",
     "kernel_physics_distance", "mmd_poly_unbiased", "standardize",
     "total_energy", "n_hits", "sparsity", "energy_centre", "energy_width", "layer_energies",
     "longitudinal_profile", "radial_energies", "radial_profile", "shower_observables",

@@ -11,7 +11,22 @@ from __future__ import annotations
 
 import numpy as np
 from scipy import stats
-from scipy.optimize import isotonic_regression
+
+try:
+    from scipy.optimize import isotonic_regression
+except ImportError:  # scipy < 1.12: pool-adjacent-violators by hand
+    def isotonic_regression(y, increasing=True):
+        """Least-squares non-decreasing fit of ``y`` (pool adjacent violators)."""
+        values, weights, sizes = [], [], []
+        for v in np.asarray(y, float):
+            values.append(v), weights.append(1.0), sizes.append(1)
+            while len(values) > 1 and values[-2] > values[-1]:
+                w = weights[-2] + weights[-1]
+                values[-2] = (values[-2] * weights[-2] + values[-1] * weights[-1]) / w
+                weights[-2], sizes[-2] = w, sizes[-2] + sizes[-1]
+                del values[-1], weights[-1], sizes[-1]
+        from types import SimpleNamespace
+        return SimpleNamespace(x=np.repeat(values, sizes))
 
 
 def _prepare(features, log_transform: bool | None) -> np.ndarray:

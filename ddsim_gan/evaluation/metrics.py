@@ -174,12 +174,13 @@ def efficiency_ratios(ref_values, gen_values, ref_bins_index, gen_bins_index,
             "eff_gen": eff_gen, "ratio": ratio, "error": error}
 
 
-def efficiency_max_deviation(ref, gen) -> float:
-    """max |ε_gen/ε_ref − 1| of :func:`efficiency_ratios`; ``ref`` and ``gen`` are ``[n, 2]``
-    arrays of (value, bin index), so :func:`compare` can bootstrap them row by row."""
+def efficiency_mean_deviation(ref, gen) -> float:
+    """Mean |ε_gen/ε_ref − 1| over the bins and cuts of :func:`efficiency_ratios` (the mean, not
+    the maximum, which is dominated by the tightest cut's statistics); ``ref`` and ``gen`` are
+    ``[n, 2]`` arrays of (value, bin index), so :func:`compare` can bootstrap them row by row."""
     ref, gen = np.asarray(ref), np.asarray(gen)
     ratios = efficiency_ratios(ref[:, 0], gen[:, 0], ref[:, 1], gen[:, 1])["ratio"]
-    return float(np.nanmax(np.abs(ratios - 1.0))) if np.isfinite(ratios).any() else float("nan")
+    return float(np.nanmean(np.abs(ratios - 1.0))) if np.isfinite(ratios).any() else float("nan")
 
 
 # ---- multivariate: FPD and KPD (Kansal et al. 2022, arXiv:2211.10295) -----------------------

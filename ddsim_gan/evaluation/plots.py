@@ -16,9 +16,12 @@ from matplotlib.colors import LogNorm, TwoSlopeNorm  # noqa: E402
 try:  # optional: HEP style
     import mplhep as _mplhep
 
-    _STYLE = _mplhep.style.ROOT
+    _BASE = _mplhep.style.ROOT
 except Exception:  # pragma: no cover - depends on the environment
-    _STYLE = "default"
+    _BASE = "default"
+# readable at the figure sizes used here, whatever the site's matplotlibrc says
+_STYLE = [_BASE, {"font.size": 10, "axes.labelsize": 11, "axes.titlesize": 11,
+                  "legend.fontsize": 9, "xtick.labelsize": 9, "ytick.labelsize": 9}]
 
 REF_COLOUR, GEN_COLOUR = "black", "tab:red"
 
@@ -46,6 +49,9 @@ def _edges(ref, gen, bins, log):
         lo, hi = np.percentile(both, [0.1, 99.9])
         return np.geomspace(lo, max(hi, lo * 1.0001), int(bins) + 1)
     lo, hi = np.percentile(both, [0.1, 99.9])
+    if both.size and np.all(both == np.round(both)):      # counts: whole-number bin widths
+        width = max(1, int(np.ceil((hi - lo + 1) / int(bins))))
+        return np.arange(np.floor(lo) - 0.5, np.ceil(hi) + width + 0.5, width)
     if hi <= lo:
         lo, hi = lo - 0.5, hi + 0.5
     return np.linspace(lo, hi, int(bins) + 1)
@@ -136,7 +142,7 @@ def plot_average_images(ref_samples, gen_samples, detector, path, *,
     vmin = max(positive.min() if positive.size else vmax * 1e-4, vmax * 1e-4)
     n = len(ref)
     unit = detector.sample_unit or ""
-    with plt.style.context("default"):
+    with plt.style.context(_STYLE):
         fig, grid = plt.subplots(2, n, figsize=(1.7 * n + 1.2, 3.8), squeeze=False)
         for k in range(n):
             for row, (image, name) in enumerate(((ref, ref_label), (gen, gen_label))):
@@ -192,10 +198,10 @@ def plot_efficiency_map(ratios: dict, *, path, bin_label: str = "bin",
     bins, quantiles = list(ratios["bins"]), list(ratios["quantiles"])
     finite = np.abs(ratio[np.isfinite(ratio)] - 1.0)
     span = max(float(finite.max()) if finite.size else 0.1, 0.05)
-    with plt.style.context("default"):
+    with plt.style.context(_STYLE):
         fig, ax = plt.subplots(figsize=(1.1 * len(quantiles) + 2.5, 0.5 * len(bins) + 2))
         shown = ax.imshow(ratio, cmap="RdBu_r", aspect="auto",
-                          norm=TwoSlopeNorm(1.0, 1.0 - span, 1.0 + span))
+                          norm=TwoSlopeNorm(1.0, max(1.0 - span, 0.0), 1.0 + span))
         for i in range(ratio.shape[0]):
             for j in range(ratio.shape[1]):
                 ax.text(j, i, f"{ratio[i, j]:.2f}\n±{error[i, j]:.2f}", ha="center",

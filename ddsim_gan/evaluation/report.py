@@ -7,7 +7,7 @@ Metric names (the keys of ``bars``):
 - ``W1/sigma:<obs>``, ``KL:<obs>``, ``separation_power:<obs>``, ``KS:<obs>`` for every observable
   of :func:`~ddsim_gan.evaluation.observables.shower_observables`;
 - ``energy_centre_mean_shift_<axis>`` (images): |mean centre gen − ref| in cells;
-- ``efficiency_ratio_max_dev:<obs>`` (vector outputs, seed 001): max |ε_gen/ε_ref − 1| over
+- ``efficiency_ratio_mean_dev:<obs>`` (vector outputs, seed 001): mean |ε_gen/ε_ref − 1| over
   5 bins of the first condition and the cuts of :func:`~ddsim_gan.evaluation.metrics.efficiency_ratios`;
 - ``classifier_auc``, ``classifier_jsd`` (high-level features);
 - ``FPD``, ``KPD`` (high-level features, at least 2000 events).
@@ -75,7 +75,8 @@ def evaluate(detector, ref_conditions, ref_samples, gen_samples, ref2_samples, *
     from ..detectors import get as get_detector
 
     start = time.time()
-    detector = get_detector(detector)
+    if isinstance(detector, str):
+        detector = get_detector(detector)
     bars = dict(bars or {})
     obs_ref = O.shower_observables(ref_samples, detector)
     obs_gen = O.shower_observables(gen_samples, detector)
@@ -111,7 +112,7 @@ def evaluate(detector, ref_conditions, ref_samples, gen_samples, ref2_samples, *
                 [obs_dict[obs], index[: len(obs_dict[obs])]], axis=1)
             if len(obs_gen[obs]) != len(index):
                 break  # generated sample not at the reference conditions: no binning possible
-            add(f"efficiency_ratio_max_dev:{obs}", M.efficiency_max_deviation, pack(obs_ref),
+            add(f"efficiency_ratio_mean_dev:{obs}", M.efficiency_mean_deviation, pack(obs_ref),
                 pack(obs_gen), pack(obs_ref2), 99 + k)
 
     feat_ref, feature_names = O.high_level_features(obs_ref)
