@@ -162,7 +162,8 @@ class Detector(abc.ABC):
 
     def simulate(self, n: int, seed=None) -> tuple[np.ndarray, np.ndarray]:
         """Draw conditions and simulate them: ``(conditions [n, c], samples [n, *sample_shape])``."""
-        condition_seed, sample_seed = np.random.SeedSequence(seed).spawn(2)
+        sequence = seed if isinstance(seed, np.random.SeedSequence) else np.random.SeedSequence(seed)
+        condition_seed, sample_seed = sequence.spawn(2)
         conditions = self.sample_conditions(n, condition_seed)
         return conditions, self.simulate_at(conditions, sample_seed)
 

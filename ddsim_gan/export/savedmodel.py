@@ -1,0 +1,100 @@
+"""SavedModel export in the layout TF Serving loads: ``<base>/<name>/<version>/saved_model.pb``.
+
+Signature ``serving_default(conditions: float32 [N, c], seed: int64 []) -> {"samples": float32
+[N, *sample_shape]}`` in physical units. Noise comes from ``tf.random.stateless_normal`` keyed by
+the seed, so a seed reproduces its samples. Models with a fitted condition spectrum also get
+``sample_spectrum(n: int64 [], seed: int64 []) -> {"conditions", "samples"}``. The graphs hold
+only standard TF ops (no ``py_function``), so serving needs neither Python nor this package.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+from pathlib import Path
+
+import tensorflow as tf
+
+
+def next_version(model_dir) -> int:
+    """One more than the largest integer version under ``model_dir`` (1 if none)."""
+    versions = [int(p.name) for p in Path(model_dir).glob("*") if p.name.isdigit()]
+    return max(versions, default=0) + 1
+
+
+def servable_module(sampler, latent_dim, n_conditions, spectrum=None):
+    """A ``tf.Module`` carrying the Keras sampler and the serving functions."""
+    module = tf.Module()
+    module.sampler = sampler
+
+    def generate(conditions, seed):
+        conditions = tf.debugging.check_numerics(conditions, "conditions contain NaN or inf")
+        noise = tf.random.stateless_normal(
+            tf.stack([tf.shape(conditions)[0], latent_dim]),
+            seed=tf.stack([seed, tf.constant(0x5EED, tf.int64)]))
+        return tf.cast(module.sampler([conditions, noise], training=False), tf.float32)
+
+    module.serve = tf.function(
+        lambda conditions, seed: {"samples": generate(conditions, seed)},
+        input_signature=[tf.TensorSpec([None, n_conditions], tf.float32, name="conditions"),
+                         tf.TensorSpec([], tf.int64, name="seed")])
+    if spectrum is not None:
+        edges = tf.constant(spectrum.edges, tf.float32)
+        log_weights = tf.math.log(tf.constant(spectrum.weights, tf.float32) + 1e-30)
+
+        def sample_spectrum(n, seed):
+            key = tf.stack([seed, tf.constant(0xC0DE, tf.int64)])
+            n = tf.cast(n, tf.int32)
+            bins = tf.random.stateless_categorical(log_weights[None, :], n, seed=key,
+                                                   dtype=tf.int32)[0]
+            u = tf.random.stateless_uniform(tf.reshape(n, [1]), seed=key + 1)
+            low, high = tf.gather(edges, bins), tf.gather(edges, bins + 1)
+            column = (low + u * (high - low))[:, None]
+            others = tf.zeros(tf.stack([n, n_conditions - 1]), tf.float32)
+            index = spectrum.condition_index
+            conditions = tf.concat([others[:, :index], column, others[:, index:]], axis=1)
+            return {"conditions": conditions, "samples": generate(conditions, seed)}
+
+        module.sample_spectrum = tf.function(
+            sample_spectrum, input_signature=[tf.TensorSpec([], tf.int64, name="n"),
+                                              tf.TensorSpec([], tf.int64, name="seed")])
+    return module
+
+
+def export_savedmodel(sampler, base_dir, name, version=None, *, latent_dim, n_conditions,
+                      spectrum=None, metadata=None, overwrite=False) -> Path:
+    """Write ``base_dir/name/version`` atomically (temporary directory renamed into place).
+
+    Args:
+        sampler: Keras model ``[conditions, noise] -> physical samples``.
+        version: integer version; default the next free one.
+        metadata: JSON-serializable dict stored as ``assets.extra/ddsim_gan.json``.
+
+    Returns the version directory.
+    """
+    model_dir = Path(base_dir) / name
+    model_dir.mkdir(parents=True, exist_ok=True)
+    version = next_version(model_dir) if version is None else int(version)
+    target = model_dir / str(version)
+    if target.exists() and not overwrite:
+        raise FileExistsError(f"{target} exists; pass a new version or overwrite=True")
+    staging = model_dir / f".tmp-{version}-{os.getpid()}"
+    shutil.rmtree(staging, ignore_errors=True)
+    module = servable_module(sampler, latent_dim, n_conditions, spectrum)
+    signatures = {"serving_default": module.serve}
+    if spectrum is not None:
+        signatures["sample_spectrum"] = module.sample_spectrum
+    try:
+        tf.saved_model.save(module, str(staging), signatures=signatures)
+        extra = staging / "assets.extra"
+        extra.mkdir(exist_ok=True)
+        (extra / "ddsim_gan.json").write_text(json.dumps(
+            {**(metadata or {}), "latent_dim": latent_dim, "n_conditions": n_conditions,
+             "spectrum": spectrum.to_dict() if spectrum is not None else None}, indent=1))
+        if target.exists():
+            shutil.rmtree(target)
+        os.replace(staging, target)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return target
