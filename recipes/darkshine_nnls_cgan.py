@@ -18,6 +18,7 @@ SavedModel under ``<export-base>/darkshine_nnls_cgan/<version>/``.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
@@ -48,7 +49,10 @@ def parse_args(argv=None):
                         "of the reference simulator; 10%% is held out for evaluation")
     parser.add_argument("--export-base", type=Path, default=None,
                         help="TF Serving base directory (default: OUTPUT_DIR/saved_models)")
-    parser.add_argument("--export-version", type=int, default=None)
+    parser.add_argument("--export-version", type=int, default=None,
+                        help="integer version to export as (default: the next free one)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace an existing export version")
     parser.add_argument("--epochs", type=int, help="override the preset")
     parser.add_argument("--steps-per-epoch", type=int, help="override the preset")
     parser.add_argument("--n-train", type=int, help="override the preset")
@@ -73,7 +77,7 @@ def main(argv=None):
     from ddsim_gan import detectors
     from ddsim_gan.data import make_dataset, read_shards, find_shards, write_shards
     from ddsim_gan.evaluation import evaluate, shower_observables, write_report
-    from ddsim_gan.export import export_savedmodel
+    from ddsim_gan.export import export_run
     from ddsim_gan.models.builders import build_conditional_gan
     from ddsim_gan.models.penalties import NNLSPenalty
     from ddsim_gan.models.spectrum import ConditionSpectrum
@@ -129,6 +133,10 @@ def main(argv=None):
     train_minutes = (time.monotonic() - started) / 60
     gan.save(out / "model.keras")
     gan.sampler.save(out / "generator.keras")
+    (out / "run.json").write_text(json.dumps(
+        {"recipe": RECIPE, "detector": DETECTOR, "units": detector.units,
+         "condition_names": list(detector.condition_names),
+         "condition_ranges": detector.condition_ranges.tolist()}, indent=1))
 
     # ---- NNLS spectrum: unfold p(E) from the observed total energies -------------------------
     def generated_totals(conditions):
@@ -158,11 +166,8 @@ def main(argv=None):
     write_report(result, out)
 
     # ---- export ---------------------------------------------------------------------------
-    export_dir = export_savedmodel(
-        gan.sampler, args.export_base or out / "saved_models", RECIPE, args.export_version,
-        latent_dim=gan.latent_dim, n_conditions=detector.n_conditions, spectrum=spectrum,
-        metadata={"recipe": RECIPE, "detector": DETECTOR, "units": detector.units,
-                  "condition_names": list(detector.condition_names)}, overwrite=True)
+    export_dir = export_run(out, args.export_base or out / "saved_models", RECIPE,
+                            args.export_version, overwrite=args.overwrite)
     print(f"exported {export_dir}")
     print(f"report: {out / 'report.md'}  ({'PASSED' if result['passed'] else 'bars not met'}; "
           f"{(time.monotonic() - started) / 60:.1f} min)")

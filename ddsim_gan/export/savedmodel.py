@@ -63,13 +63,15 @@ def servable_module(sampler, latent_dim, n_conditions, spectrum=None):
 
 
 def export_savedmodel(sampler, base_dir, name, version=None, *, latent_dim, n_conditions,
-                      spectrum=None, metadata=None, overwrite=False) -> Path:
+                      spectrum=None, metadata=None, overwrite=False, keras_file=None) -> Path:
     """Write ``base_dir/name/version`` atomically (temporary directory renamed into place).
 
     Args:
         sampler: Keras model ``[conditions, noise] -> physical samples``.
         version: integer version; default the next free one.
         metadata: JSON-serializable dict stored as ``assets.extra/ddsim_gan.json``.
+        overwrite: replace an existing version directory (otherwise ``FileExistsError``).
+        keras_file: a ``.keras`` file copied to ``assets.extra/generator.keras``.
 
     Returns the version directory.
     """
@@ -85,6 +87,7 @@ def export_savedmodel(sampler, base_dir, name, version=None, *, latent_dim, n_co
     signatures = {"serving_default": module.serve}
     if spectrum is not None:
         signatures["sample_spectrum"] = module.sample_spectrum
+    retired = model_dir / f".old-{version}-{os.getpid()}"
     try:
         tf.saved_model.save(module, str(staging), signatures=signatures)
         extra = staging / "assets.extra"
@@ -92,9 +95,56 @@ def export_savedmodel(sampler, base_dir, name, version=None, *, latent_dim, n_co
         (extra / "ddsim_gan.json").write_text(json.dumps(
             {**(metadata or {}), "latent_dim": latent_dim, "n_conditions": n_conditions,
              "spectrum": spectrum.to_dict() if spectrum is not None else None}, indent=1))
-        if target.exists():
-            shutil.rmtree(target)
+        if keras_file is not None:
+            shutil.copyfile(keras_file, extra / "generator.keras")
+        if target.exists():  # move the old version aside so the swap is two renames
+            os.replace(target, retired)
         os.replace(staging, target)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
+        shutil.rmtree(retired, ignore_errors=True)
     return target
+
+
+def export_run(run_dir, base_dir, name=None, version=None, *, overwrite=False) -> Path:
+    """Export the model a recipe left in ``run_dir`` to ``base_dir/name/version``.
+
+    ``run_dir`` holds ``generator.keras`` (the sampler), ``run.json`` (recipe, detector, units,
+    condition names) and, for models with a fitted condition spectrum, ``spectrum.json``. The
+    ``.keras`` file is copied to ``assets.extra/generator.keras`` (TF Serving ignores that folder),
+    so one directory carries the serving graph and the backend-independent Keras model.
+    """
+    import keras
+
+    from ..models.spectrum import ConditionSpectrum
+
+    run_dir = Path(run_dir)
+    for required in ("generator.keras", "run.json"):
+        if not (run_dir / required).is_file():
+            raise FileNotFoundError(f"{run_dir}: no {required}; is this a recipe's output "
+                                    f"directory (run it first, or point --run-dir at it)?")
+    info = json.loads((run_dir / "run.json").read_text())
+    sampler = keras.saving.load_model(run_dir / "generator.keras")
+    conditions_input, noise_input = sampler.inputs
+    spectrum_path = run_dir / "spectrum.json"
+    spectrum = ConditionSpectrum.load(spectrum_path) if spectrum_path.is_file() else None
+    return export_savedmodel(
+        sampler, base_dir, name or info["recipe"], version,
+        latent_dim=int(noise_input.shape[-1]), n_conditions=int(conditions_input.shape[-1]),
+        spectrum=spectrum, metadata=info, overwrite=overwrite,
+        keras_file=run_dir / "generator.keras")
+
+
+def write_models_config(base_dir, names=None) -> Path:
+    """Write ``base_dir/models.config`` (TF Serving's ``--model_config_file``) for ``names``
+    (default: every model directory under ``base_dir`` with at least one integer version)."""
+    base_dir = Path(base_dir)
+    if names is None:
+        names = sorted(p.name for p in base_dir.iterdir()
+                       if p.is_dir() and any(v.name.isdigit() for v in p.iterdir()))
+    entries = "".join(
+        f"  config {{\n    name: \"{name}\"\n    base_path: \"/models/{name}\"\n"
+        f"    model_platform: \"tensorflow\"\n  }}\n" for name in names)
+    path = base_dir / "models.config"
+    path.write_text(f"model_config_list {{\n{entries}}}\n")
+    return path

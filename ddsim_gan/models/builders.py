@@ -18,10 +18,11 @@ def build_conditional_gan(detector, train_conditions, *, max_value, latent_dim=6
     Samples are normalized by ``LogScale(log_scale, log1p(max_value / log_scale))`` so cells span
     [0, ~1]; conditions by a :class:`ConditionEncoder` adapted to ``train_conditions``.
     """
-    encoder = ConditionEncoder.for_detector(detector, name="condition_encoder")
+    # Preprocessing stays float32 under mixed precision: physical units need the range.
+    encoder = ConditionEncoder.for_detector(detector, name="condition_encoder", dtype="float32")
     encoder.adapt(train_conditions)
     norm = float(np.log1p(max_value / log_scale))
-    transform = LogScale(log_scale, norm, name="sample_transform")
+    transform = LogScale(log_scale, norm, name="sample_transform", dtype="float32")
     features = (networks.ShowerFeatures.for_detector(detector, log_scale, norm)
                 if shower_features and detector.axes else None)
     generator = networks.dense_generator(latent_dim, encoder.output_width, detector.sample_shape,

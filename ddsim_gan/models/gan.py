@@ -59,8 +59,9 @@ class ConditionalGAN(keras.Model):
         self.adversarial_loss = loss or WassersteinLoss()
         self.seed = seed
         self.seed_generator = keras.random.SeedGenerator(seed, name="gan_seed")
-        normalized_threshold = float(keras.ops.convert_to_numpy(
-            sample_transform(np.float32([threshold]))[0])) if threshold else 0.0
+        normalized_threshold = float(keras.ops.convert_to_numpy(keras.ops.cast(
+            sample_transform.forward(keras.ops.convert_to_tensor(np.float32([threshold]))),
+            "float32"))[0]) if threshold else 0.0
         self.output_threshold = HardThreshold(normalized_threshold, name="output_threshold")
         self._build_sampler()
         self._trackers = {name: keras.metrics.Mean(name=name) for name in

@@ -1,0 +1,99 @@
+"""End to end: the DarkSHINE recipe in quick mode, its outputs, and its SavedModel served
+by a process that never imports ddsim_gan."""
+
+import json
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def quick_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("darkshine_quick")
+    completed = subprocess.run(
+        [sys.executable, str(ROOT / "recipes" / "darkshine_nnls_cgan.py"), "--quick",
+         "--output-dir", str(out), "--no-plots"],
+        capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
+    return out
+
+
+def test_quick_run_writes_metrics_model_and_export(quick_run):
+    metrics = json.loads((quick_run / "metrics.json").read_text())
+    names = {m["name"] for m in metrics["metrics"]}
+    assert {"W1/sigma:E_total", "KL:E_total", "energy_centre_mean_shift_x", "classifier_auc",
+            "W1/sigma:n_hits"} <= names
+    assert all(m["floor"] is None or m["floor"] < 0.2 for m in metrics["metrics"]
+               if m["name"].startswith("W1/sigma"))
+    assert metrics["nnls_spectrum"]["residual"] >= 0
+    for name in ("generator.keras", "model.keras", "spectrum.json", "report.md", "run.json"):
+        assert (quick_run / name).is_file(), name
+    version = quick_run / "saved_models" / "darkshine_nnls_cgan" / "1"
+    assert (version / "saved_model.pb").is_file() and (version / "variables").is_dir()
+    assert (version / "assets.extra" / "generator.keras").is_file()
+
+
+SERVE = textwrap.dedent("""
+    import json, sys
+    import numpy as np
+    import tensorflow as tf
+    model = tf.saved_model.load(sys.argv[1])
+    serve = model.signatures["serving_default"]
+    conditions = tf.constant([[500.0], [4000.0], [7900.0]] * 20, tf.float32)
+    a = serve(conditions=conditions, seed=tf.constant(42, tf.int64))["samples"].numpy()
+    b = serve(conditions=conditions, seed=tf.constant(42, tf.int64))["samples"].numpy()
+    c = serve(conditions=conditions, seed=tf.constant(43, tf.int64))["samples"].numpy()
+    spectrum = model.signatures["sample_spectrum"](n=tf.constant(10, tf.int64),
+                                                   seed=tf.constant(1, tf.int64))
+    ops = {op.type for f in model.serve.concrete_functions for op in f.graph.get_operations()}
+    print(json.dumps({"shape": a.shape, "same": bool((a == b).all()),
+                      "differs": bool((a != c).any()), "finite": bool(np.isfinite(a).all()),
+                      "min": float(a.min()), "ddsim_gan_loaded": "ddsim_gan" in sys.modules,
+                      "spectrum_shapes": [spectrum["conditions"].shape.as_list(),
+                                          spectrum["samples"].shape.as_list()],
+                      "py_ops": sorted(o for o in ops if "PyFunc" in o)}))
+""")
+
+
+def test_savedmodel_serves_without_the_package(quick_run, tmp_path):
+    version = quick_run / "saved_models" / "darkshine_nnls_cgan" / "1"
+    script = tmp_path / "serve.py"
+    script.write_text(SERVE)
+    # -I: isolated mode, so neither the working directory nor PYTHONPATH can supply ddsim_gan
+    completed = subprocess.run([sys.executable, "-I", str(script), str(version)],
+                               capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    result = json.loads(completed.stdout.strip().splitlines()[-1])
+    assert result["shape"] == [60, 20, 20, 11]
+    assert result["same"] and result["differs"] and result["finite"]
+    assert result["min"] >= 0.0
+    assert not result["ddsim_gan_loaded"] and result["py_ops"] == []
+    assert result["spectrum_shapes"] == [[10, 1], [10, 20, 20, 11]]
+
+
+def test_export_tool_versions_and_refuses_to_overwrite(quick_run, tmp_path):
+    tool = [sys.executable, str(ROOT / "tools" / "export_savedmodel.py"),
+            "--run-dir", str(quick_run), "--base", str(tmp_path)]
+    first = subprocess.run(tool, capture_output=True, text=True, timeout=300)
+    assert first.returncode == 0, first.stderr[-2000:]
+    assert (tmp_path / "darkshine_nnls_cgan" / "1" / "saved_model.pb").is_file()
+    refused = subprocess.run(tool + ["--version", "1", "--models-config"], capture_output=True,
+                             text=True, timeout=300)
+    assert refused.returncode == 2 and "exists" in refused.stderr
+    assert "Traceback" not in refused.stderr
+    second = subprocess.run(tool + ["--models-config"], capture_output=True, text=True,
+                            timeout=300)
+    assert second.returncode == 0, second.stderr[-2000:]
+    assert sorted(p.name for p in (tmp_path / "darkshine_nnls_cgan").iterdir()) == ["1", "2"]
+    config = (tmp_path / "models.config").read_text()
+    assert 'name: "darkshine_nnls_cgan"' in config and "model_platform" in config
+    missing = subprocess.run([*tool[:2], "--run-dir", str(tmp_path / "nothing")],
+                             capture_output=True, text=True, timeout=300)
+    assert missing.returncode == 2 and "generator.keras" in missing.stderr
