@@ -76,5 +76,5 @@ def fit(model, dataset, *, epochs, steps_per_epoch, output_dir, validation_data=
     if time_limit_minutes:
         guards.append(TimeLimit(time_limit_minutes))
     return model.fit(dataset, epochs=epochs, steps_per_epoch=steps_per_epoch,
-                     validation_data=validation_data, callbacks=[*guards, *callbacks],
+                     validation_data=validation_data, callbacks=[*guards, *callbacks], shuffle=False,
                      verbose=verbose)

@@ -1,9 +1,15 @@
 """Shared fixtures: a tiny calorimeter that makes GAN tests take seconds, not minutes."""
 
+import subprocess
+import sys
+from pathlib import Path
+
 import numpy as np
 import pytest
 
 from ddsim_gan.detectors import Condition, Detector
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 class MiniCalo(Detector):
@@ -37,3 +43,15 @@ def mini_calo():
 @pytest.fixture(scope="session")
 def mini_data(mini_calo):
     return mini_calo.simulate(512, seed=0)
+
+
+@pytest.fixture(scope="session")
+def quick_run(tmp_path_factory):
+    """The DarkSHINE recipe in quick mode, run once per session in a subprocess."""
+    out = tmp_path_factory.mktemp("darkshine_quick")
+    completed = subprocess.run(
+        [sys.executable, str(ROOT / "recipes" / "darkshine_nnls_cgan.py"), "--quick",
+         "--output-dir", str(out), "--no-plots"],
+        capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
+    return out

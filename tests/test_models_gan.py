@@ -13,7 +13,8 @@ from ddsim_gan.models.penalties import ConservationPenalty, GradientPenalty, Ste
 
 def _gan(detector, data, seed=0, **kwargs):
     conditions, samples = data
-    options = dict(max_value=float(samples.max()), latent_dim=8, generator_hidden=(32,),
+    options = dict(max_value=None if "train_samples" in kwargs else float(samples.max()),
+                   latent_dim=8, generator_hidden=(32,),
                    critic_hidden=(32,), critic_steps=2, seed=seed)
     gan = build_conditional_gan(detector, conditions, **{**options, **kwargs})
     gan.compile(generator_optimizer=keras.optimizers.Adam(1e-3, 0.5, 0.9),
@@ -23,7 +24,7 @@ def _gan(detector, data, seed=0, **kwargs):
 
 def _fit(gan, data, steps=3, seed=0):
     dataset = dataset_from_arrays(*data, batch_size=64, seed=seed, repeat=True)
-    return gan.fit(dataset, epochs=1, steps_per_epoch=steps, verbose=0)
+    return gan.fit(dataset, epochs=1, steps_per_epoch=steps, verbose=0, shuffle=False)
 
 
 def _linear_critic_step(weights):
@@ -152,3 +153,26 @@ def test_mixed_precision_trains_with_float32_variables(mini_calo, mini_data, pol
         assert isinstance(gan.critic_optimizer, keras.optimizers.LossScaleOptimizer)
         # tensorflow#48662: a gradient penalty must not drive the loss scale down to 1
         assert float(gan.critic_optimizer.dynamic_scale) > 1.0
+
+
+def test_energy_share_head_conserves_energy_and_applies_the_threshold(mini_calo, mini_data):
+    from ddsim_gan.models.networks import EnergyShareHead
+
+    head = EnergyShareHead((2, 3), energy_index=0, log_response=np.log(0.5), threshold=1.0)
+    logits = np.float32([[5.0, 5.0, 0.0, 0.0, 0.0, -9.0, 0.0],      # last column: rho
+                         [0.0, 0.0, 0.0, 0.0, 0.0, 0.0, np.log(2.0)]])
+    energy = np.float32([[100.0], [12.0]])
+    cells = keras.ops.convert_to_numpy(head([logits, energy]))
+    assert cells.shape == (2, 2, 3)
+    share = np.exp(5.0) / (2 * np.exp(5.0) + 3)
+    np.testing.assert_allclose(cells[0].ravel()[:2], 50.0 * share, rtol=1e-5)
+    assert (cells[0].ravel()[2:] == 0).all()                   # 50 * 1/(2e^5+3) < threshold
+    response = 0.5 * np.exp(3 * np.tanh(np.log(2.0) / 3))           # rho is soft-clipped to +-3
+    np.testing.assert_allclose(cells[1], np.full((2, 3), 12.0 * response / 6), rtol=1e-5)
+
+    gan = _gan(mini_calo, mini_data, energy_condition="E", train_samples=mini_data[1])
+    conditions = mini_data[0][:200]
+    totals = gan.generate(conditions, seed=0).reshape(200, -1).sum(axis=1)
+    ratio = totals / conditions[:, 0]
+    assert np.all(ratio < np.exp(3.0) * 1.05) and np.all(ratio > 0)   # bounded response
+    assert gan.output_head is not None and gan.generator.output.shape[-1] == 4 * 4 * 3 + 1

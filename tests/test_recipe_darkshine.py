@@ -10,19 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+from conftest import ROOT
+
 pytestmark = pytest.mark.slow
-
-
-@pytest.fixture(scope="module")
-def quick_run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("darkshine_quick")
-    completed = subprocess.run(
-        [sys.executable, str(ROOT / "recipes" / "darkshine_nnls_cgan.py"), "--quick",
-         "--output-dir", str(out), "--no-plots"],
-        capture_output=True, text=True, timeout=600, cwd=ROOT)
-    assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
-    return out
 
 
 def test_quick_run_writes_metrics_model_and_export(quick_run):

@@ -10,52 +10,17 @@ a temporary directory is renamed into place, so TF Serving never sees half a ver
 signature is ``serving_default(conditions: float32 [N, c], seed: int64 []) -> {"samples"}`` in
 physical units; the same seed gives the same samples. ``--models-config`` writes
 ``<base>/models.config`` listing every model under ``<base>`` for
-``tensorflow_model_server --model_config_file``.
+``tensorflow_model_server --model_config_file``. Same as ``ddsim-gan export``.
 """
 
-from __future__ import annotations
-
-import argparse
 import sys
-from pathlib import Path
 
-
-def parse_args(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     epilog=__doc__.split("\n\n", 1)[1],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--run-dir", type=Path,
-                        help="a recipe's output directory (holds generator.keras and run.json)")
-    parser.add_argument("--base", type=Path, default=Path("saved_models"),
-                        help="TF Serving base directory (default: saved_models)")
-    parser.add_argument("--name", help="model name (default: the recipe's name)")
-    parser.add_argument("--version", type=int, help="integer version (default: the next free one)")
-    parser.add_argument("--overwrite", action="store_true",
-                        help="replace an existing version directory")
-    parser.add_argument("--models-config", action="store_true",
-                        help="also write <base>/models.config listing every model under <base>")
-    args = parser.parse_args(argv)
-    if args.run_dir is None and not args.models_config:
-        parser.error("give --run-dir to export, --models-config to list, or both")
-    return args
-
-
-def main(argv=None) -> int:
-    args = parse_args(argv)
-    from ddsim_gan.export import export_run, write_models_config
-
-    try:
-        if args.run_dir is not None:
-            target = export_run(args.run_dir, args.base, args.name, args.version,
-                                overwrite=args.overwrite)
-            print(f"exported {target}")
-        if args.models_config:
-            print(f"wrote {write_models_config(args.base)}")
-    except (FileNotFoundError, FileExistsError, ValueError) as error:
-        print(f"export_savedmodel: {error}", file=sys.stderr)
-        return 2
-    return 0
-
+from ddsim_gan.cli import main
 
 if __name__ == "__main__":
-    sys.exit(main())
+    argv = sys.argv[1:]
+    if not {"--run-dir", "--models-config", "-h", "--help"} & set(argv):
+        print("export_savedmodel: give --run-dir to export, --models-config to list, or both",
+              file=sys.stderr)
+        sys.exit(2)
+    sys.exit(main(["export", *argv]))

@@ -106,6 +106,7 @@ class Detector(abc.ABC):
     def check_conditions(self, conditions, source: str = "conditions", check_range: bool = False):
         """Return ``conditions`` as float32 ``[n, c]`` or raise :class:`ConditionError`.
 
+        Categorical columns must hold integer indices into their labels.
         ``source`` names where the array came from (a file and dataset) so the message can say so.
         Out-of-range values are an error only with ``check_range``; elsewhere they are allowed
         (the model extrapolates) and :meth:`out_of_range_rows` reports them.
@@ -126,6 +127,17 @@ class Detector(abc.ABC):
             raise ConditionError(
                 f"{source}: non-finite value {array[row, col]} in row {row}, "
                 f"column {col} ({self.condition_names[col]})")
+        for col, condition in enumerate(self.conditions):
+            if condition.is_categorical:
+                values = array[:, col]
+                bad = np.flatnonzero((values != np.round(values)) | (values < 0)
+                                     | (values >= len(condition.labels)))
+                if bad.size:
+                    row = int(bad[0])
+                    codes = ", ".join(f"{i} ({label})" for i, label in enumerate(condition.labels))
+                    raise ConditionError(
+                        f"{source}: row {row} has {condition.name} = {values[row]:g}; expected "
+                        f"one of {codes} for detector {self.name!r}")
         if check_range:
             rows = self.out_of_range_rows(array)
             if rows.size:

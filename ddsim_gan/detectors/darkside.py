@@ -184,12 +184,6 @@ class DarkSide20k(Detector):
             raise ConditionError(
                 f"{source}: row {row} has E_recoil = {array[row, 0]:g} keV; a recoil energy must "
                 f"be > 0 for detector {self.name!r}")
-        bad_type = np.flatnonzero((array[:, 1] != 0) & (array[:, 1] != 1))
-        if bad_type.size:
-            row = int(bad_type[0])
-            raise ConditionError(
-                f"{source}: row {row} has recoil_type = {array[row, 1]:g}; expected 0 (NR) or "
-                f"1 (ER) for detector {self.name!r}")
         return array
 
     # ---- the TPC response ---------------------------------------------------------------------

@@ -187,13 +187,10 @@ class LHCbRICH(Detector):
         return out
 
     def _check_physical(self, conditions: np.ndarray) -> np.ndarray:
-        """Reject what no track can have: P <= 0, negative occupancy, an unknown species."""
-        species = conditions[:, 3]
+        """Reject what no track can have: P <= 0, negative occupancy (species: the base class)."""
         checks = (
             (conditions[:, 0] <= 0, "P must be > 0 GeV/c"),
             (conditions[:, 2] < 0, "nSPDHits must be >= 0"),
-            ((species != np.round(species)) | (species < 0) | (species >= len(SPECIES)),
-             f"species must be an integer index into {SPECIES}"),
         )
         for bad, message in checks:
             if bad.any():

@@ -89,7 +89,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from .base import Condition, ConditionError, Detector
+from .base import Condition, Detector
 
 SPECIES = ("photon", "electron", "positron", "neutron")
 PHOTON, ELECTRON, POSITRON, NEUTRON = range(4)
@@ -208,20 +208,6 @@ class LUXEBeamDump(Detector):
         samples = self.check_samples(samples)
         radius = np.hypot(samples[:, 0].astype(np.float64), samples[:, 1].astype(np.float64))
         return (radius >= self.INNER_RADIUS_MM).astype(np.int64)
-
-    # ---- validation ---------------------------------------------------------------------------
-    def check_conditions(self, conditions, source: str = "conditions", check_range: bool = False):
-        """The base checks plus: species is one of the integer codes 0..3."""
-        array = super().check_conditions(conditions, source, check_range)
-        species = array[:, 0]
-        bad = np.flatnonzero((species != np.round(species)) | (species < 0) | (species >= len(SPECIES)))
-        if bad.size:
-            row = int(bad[0])
-            codes = ", ".join(f"{i} ({name})" for i, name in enumerate(SPECIES))
-            raise ConditionError(
-                f"{source}: row {row} has species = {species[row]:g}; expected one of {codes} "
-                f"for detector {self.name!r}")
-        return array
 
     # ---- particles on the plane -----------------------------------------------------------------
     def simulate_at(self, conditions, seed=None) -> np.ndarray:

@@ -114,8 +114,7 @@ def export_run(run_dir, base_dir, name=None, version=None, *, overwrite=False) -
     ``.keras`` file is copied to ``assets.extra/generator.keras`` (TF Serving ignores that folder),
     so one directory carries the serving graph and the backend-independent Keras model.
     """
-    import keras
-
+    from ..models import load_generator
     from ..models.spectrum import ConditionSpectrum
 
     run_dir = Path(run_dir)
@@ -124,7 +123,7 @@ def export_run(run_dir, base_dir, name=None, version=None, *, overwrite=False) -
             raise FileNotFoundError(f"{run_dir}: no {required}; is this a recipe's output "
                                     f"directory (run it first, or point --run-dir at it)?")
     info = json.loads((run_dir / "run.json").read_text())
-    sampler = keras.saving.load_model(run_dir / "generator.keras")
+    sampler = load_generator(run_dir / "generator.keras")
     conditions_input, noise_input = sampler.inputs
     spectrum_path = run_dir / "spectrum.json"
     spectrum = ConditionSpectrum.load(spectrum_path) if spectrum_path.is_file() else None

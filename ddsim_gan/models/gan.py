@@ -39,6 +39,10 @@ class ConditionalGAN(keras.Model):
         sample_transform: invertible layer physical -> normalized samples (e.g. ``LogScale``).
         latent_dim: width of the noise vector.
         threshold: readout threshold in physical units; generated cells below it are zeroed.
+        output_head: optional layer ``[generator output, physical conditions] -> physical
+            sample`` (e.g. :class:`~ddsim_gan.models.networks.EnergyShareHead`); the critic then
+            sees ``sample_transform`` of its output. Without one the generator's output is the
+            normalized sample itself.
         penalties: :mod:`~ddsim_gan.models.penalties` objects (critic or generator side).
         critic_steps: critic updates per generator update; each uses its own chunk of the batch,
             so the batch size must be a multiple of it.
@@ -46,7 +50,8 @@ class ConditionalGAN(keras.Model):
     """
 
     def __init__(self, generator, critic, condition_encoder, sample_transform, latent_dim,
-                 threshold=0.0, penalties=(), critic_steps=5, loss=None, seed=None, **kwargs):
+                 threshold=0.0, penalties=(), critic_steps=5, loss=None, seed=None,
+                 output_head=None, **kwargs):
         super().__init__(**kwargs)
         self.generator = generator
         self.critic = critic
@@ -63,6 +68,7 @@ class ConditionalGAN(keras.Model):
             sample_transform.forward(keras.ops.convert_to_tensor(np.float32([threshold]))),
             "float32"))[0]) if threshold else 0.0
         self.output_threshold = HardThreshold(normalized_threshold, name="output_threshold")
+        self.output_head = output_head
         self._build_sampler()
         self._trackers = {name: keras.metrics.Mean(name=name) for name in
                           ["critic_loss", "generator_loss", "wasserstein"]
@@ -72,17 +78,28 @@ class ConditionalGAN(keras.Model):
         self.built = True
 
     # ---- the exported sampler ---------------------------------------------------------------
+    def _physical(self, raw, conditions):
+        """Generator output -> physical sample: through the output head when there is one,
+        else the readout threshold and the inverse sample transform."""
+        if self.output_head is not None:
+            return self.output_head([raw, conditions])
+        return self.sample_transform(self.output_threshold(raw), inverse=True)
+
     def _build_sampler(self):
         conditions = keras.Input((self.condition_encoder.n_inputs,), name="conditions")
         noise = keras.Input((self.latent_dim,), name="noise")
-        normalized = self.generator([noise, self.condition_encoder(conditions)])
-        physical = self.sample_transform(self.output_threshold(normalized), inverse=True)
-        self.sampler = keras.Model([conditions, noise], physical, name="sampler")
+        raw = self.generator([noise, self.condition_encoder(conditions)])
+        self.sampler = keras.Model([conditions, noise], self._physical(raw, conditions),
+                                   name="sampler")
 
-    def generate_normalized(self, encoded, training=False):
+    def generate_normalized(self, encoded, conditions, training=False):
+        """Generated samples in the critic's normalized units for encoded/physical conditions."""
         noise = keras.random.normal((keras.ops.shape(encoded)[0], self.latent_dim),
                                     seed=self.seed_generator)
-        return self.output_threshold(self.generator([noise, encoded], training=training))
+        raw = self.generator([noise, encoded], training=training)
+        if self.output_head is None:
+            return self.output_threshold(raw)
+        return self.sample_transform(self.output_head([raw, conditions]))
 
     def generate(self, conditions, seed=0, batch_size=4096):
         """Physical samples for physical ``conditions`` (NumPy in, NumPy out), reproducible per
@@ -156,7 +173,7 @@ class ConditionalGAN(keras.Model):
         return scaled
 
     def critic_step(self, conditions, encoded, real):
-        fake = tf.stop_gradient(self.generate_normalized(encoded, training=True))
+        fake = tf.stop_gradient(self.generate_normalized(encoded, conditions, training=True))
         with tf.GradientTape() as tape:
             real_scores = tf.cast(self._critic_scores(real, encoded), tf.float32)
             fake_scores = tf.cast(self._critic_scores(fake, encoded), tf.float32)
@@ -172,7 +189,7 @@ class ConditionalGAN(keras.Model):
 
     def generator_step(self, conditions, encoded, real):
         with tf.GradientTape() as tape:
-            fake = self.generate_normalized(encoded, training=True)
+            fake = self.generate_normalized(encoded, conditions, training=True)
             fake_scores = tf.cast(self._critic_scores(fake, encoded), tf.float32)
             loss = self.adversarial_loss.generator(fake_scores)
             step = self._step_tensors(conditions, encoded, real, fake, self.generator_optimizer)
@@ -206,7 +223,7 @@ class ConditionalGAN(keras.Model):
         conditions = tf.cast(conditions, tf.float32)
         encoded = self.condition_encoder(conditions)
         real = tf.cast(self.sample_transform(samples), tf.float32)
-        fake = self.generate_normalized(encoded)
+        fake = self.generate_normalized(encoded, conditions)
         real_scores = tf.cast(self._critic_scores(real, encoded, training=False), tf.float32)
         fake_scores = tf.cast(self._critic_scores(fake, encoded, training=False), tf.float32)
         step = self._step_tensors(conditions, encoded, real, fake, None)
@@ -240,6 +257,7 @@ class ConditionalGAN(keras.Model):
             "penalties": [serialize(p) for p in self.penalties],
             "critic_steps": self.critic_steps, "loss": serialize(self.adversarial_loss),
             "seed": self.seed,
+            "output_head": serialize(self.output_head) if self.output_head is not None else None,
         }
 
     @classmethod
@@ -249,4 +267,6 @@ class ConditionalGAN(keras.Model):
         for key in ("generator", "critic", "condition_encoder", "sample_transform", "loss"):
             config[key] = deserialize(config[key])
         config["penalties"] = [deserialize(p) for p in config.get("penalties", [])]
+        if config.get("output_head") is not None:
+            config["output_head"] = deserialize(config["output_head"])
         return cls(**config)

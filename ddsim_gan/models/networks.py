@@ -25,7 +25,8 @@ class ShowerFeatures(keras.layers.Layer):
 
     Following CaloGAN (M. Paganini et al., arXiv:1705.02355: energy sums fed to the
     discriminator), a critic that sees log total energy, log energy per layer and the energy
-    centre and width along each lateral axis can compare them with the conditions at once,
+    centre and width along each lateral axis, and (with ``hit_threshold``) a soft count of
+    cells above the readout threshold, can compare them with the conditions at once,
     instead of having to learn sums over thousands of cells.
 
     Args:
@@ -33,12 +34,15 @@ class ShowerFeatures(keras.layers.Layer):
             sample (inverted here to get energies).
         layer_axis: index of the longitudinal axis within one sample, or ``None``.
         lateral_axes: indices of the lateral axes within one sample.
+        hit_threshold: readout threshold in physical units, or ``None`` for no hit count.
     """
 
-    def __init__(self, scale, norm, layer_axis=None, lateral_axes=(), **kwargs):
+    def __init__(self, scale, norm, layer_axis=None, lateral_axes=(), hit_threshold=None,
+                 **kwargs):
         super().__init__(**kwargs)
         self.scale = float(scale)
         self.norm = float(norm)
+        self.hit_threshold = None if not hit_threshold else float(hit_threshold)
         self.layer_axis = None if layer_axis is None else int(layer_axis)
         self.lateral_axes = tuple(int(a) for a in lateral_axes)
 
@@ -48,6 +52,14 @@ class ShowerFeatures(keras.layers.Layer):
         all_axes = tuple(range(1, rank))
         total = ops.sum(energy, axis=all_axes)
         features = [ops.log1p(total / self.scale)[:, None] / self.norm]
+        if self.hit_threshold is not None:
+            # Soft count of cells above the readout threshold, taken in normalized units: in
+            # energy units the sigmoid's slope times expm1's would break the critic's Lipschitz
+            # bound that the gradient penalty enforces.
+            flat = ops.reshape(ops.cast(normalized, "float32"), (ops.shape(energy)[0], -1))
+            cut = math.log1p(self.hit_threshold / self.scale) / self.norm
+            soft_hits = ops.sum(ops.sigmoid((flat - cut) / (0.25 * cut)), axis=1)
+            features.append(ops.log1p(soft_hits)[:, None] / math.log1p(flat.shape[1]))
         if self.layer_axis is not None:
             other = tuple(a for a in all_axes if a != self.layer_axis + 1)
             per_layer = ops.sum(energy, axis=other)
@@ -64,14 +76,15 @@ class ShowerFeatures(keras.layers.Layer):
         return ops.concatenate(features, axis=1)
 
     def compute_output_shape(self, input_shape):
-        width = 1 + 2 * len(self.lateral_axes)
+        width = 1 + 2 * len(self.lateral_axes) + (self.hit_threshold is not None)
         if self.layer_axis is not None:
             width += input_shape[self.layer_axis + 1]
         return (input_shape[0], width)
 
     def get_config(self):
         return {**super().get_config(), "scale": self.scale, "norm": self.norm,
-                "layer_axis": self.layer_axis, "lateral_axes": list(self.lateral_axes)}
+                "layer_axis": self.layer_axis, "lateral_axes": list(self.lateral_axes),
+                "hit_threshold": self.hit_threshold}
 
     @classmethod
     def for_detector(cls, detector, scale, norm):
@@ -79,13 +92,15 @@ class ShowerFeatures(keras.layers.Layer):
         longitudinal = [i for i, a in enumerate(axes) if a in ("layer", "time", "z")]
         lateral = [i for i, a in enumerate(axes) if a not in ("layer", "time", "z")]
         return cls(scale, norm, longitudinal[0] if longitudinal else None, lateral,
-                   name="shower_features")
+                   hit_threshold=detector.threshold or None, name="shower_features")
 
 
 def dense_generator(latent_dim, condition_width, sample_shape, hidden=(512, 512),
-                    output_activation="relu", name="generator"):
+                    output_activation="relu", output_units=None, name="generator"):
     """``[noise (latent_dim), encoded conditions]`` -> normalized sample of ``sample_shape``.
 
+    With ``output_units`` the network instead ends in that many linear float32 units, the input
+    of an output head (e.g. :class:`EnergyShareHead` wants ``prod(sample_shape) + 1``).
     The output layer computes in float32 so that a mixed-precision policy never hands
     half-precision samples to the penalties or the inverse transform.
     """
@@ -95,10 +110,60 @@ def dense_generator(latent_dim, condition_width, sample_shape, hidden=(512, 512)
     for i, units in enumerate(hidden):
         x = layers.Dense(units, name=f"dense_{i}")(x)
         x = layers.LeakyReLU(0.2)(x)
+    if output_units is not None:
+        x = layers.Dense(int(output_units), dtype="float32", name="output_dense")(x)
+        return keras.Model([noise, conditions], x, name=name)
     x = layers.Dense(math.prod(sample_shape), name="output_dense")(x)
     x = layers.Activation(output_activation, dtype="float32", name="output_activation")(x)
     x = layers.Reshape(tuple(sample_shape), dtype="float32")(x)
     return keras.Model([noise, conditions], x, name=name)
+
+
+@keras.saving.register_keras_serializable(package=_PACKAGE)
+class EnergyShareHead(keras.layers.Layer):
+    """Physical shower = total energy x energy fractions, so energy is conserved by construction.
+
+    The generator emits ``n_cells`` logits and one response number rho; with E the physical
+    condition ``energy_index`` (incident or deposited energy),
+
+        sum_E = E exp(log_response + 3 tanh(rho / 3)),   cell_i = sum_E softmax(logits)_i,
+
+    then cells below the readout ``threshold`` are zeroed. ``log_response`` is the mean log of
+    sum_E / E in the training data (0 for a total-absorption ECAL conditioned on its deposit,
+    the sampling fraction in MIP per GeV for SiW). Factorizing the shower into its energy and
+    its normalized shape is how CaloFlow (C. Krause, D. Shih, arXiv:2106.05285) and
+    FastCaloGAN's energy fractions (ATLAS, Comput. Softw. Big Sci. 6 (2022) 7) keep the energy
+    response exact while the network learns the shape.
+    """
+
+    def __init__(self, sample_shape, energy_index=0, log_response=0.0, threshold=0.0, **kwargs):
+        super().__init__(**kwargs)
+        self.sample_shape = tuple(int(d) for d in sample_shape)
+        self.energy_index = int(energy_index)
+        self.log_response = float(log_response)
+        self.threshold = float(threshold)
+
+    @property
+    def input_units(self):
+        return math.prod(self.sample_shape) + 1
+
+    def call(self, inputs):
+        raw, conditions = inputs
+        raw = ops.cast(raw, "float32")
+        energy = ops.cast(conditions[:, self.energy_index:self.energy_index + 1], "float32")
+        rho = 3.0 * ops.tanh(raw[:, -1:] / 3.0)
+        total = energy * ops.exp(self.log_response + rho)
+        cells = total * ops.softmax(raw[:, :-1], axis=-1)
+        cells = cells * ops.cast(cells >= self.threshold, "float32")
+        return ops.reshape(cells, (-1,) + self.sample_shape)
+
+    def compute_output_shape(self, input_shapes):
+        return (input_shapes[0][0],) + self.sample_shape
+
+    def get_config(self):
+        return {**super().get_config(), "sample_shape": list(self.sample_shape),
+                "energy_index": self.energy_index, "log_response": self.log_response,
+                "threshold": self.threshold}
 
 
 def dense_critic(sample_shape, condition_width, hidden=(512, 256), features=None,

@@ -1,0 +1,156 @@
+"""The ``ddsim-gan`` command line: look inside files, export, generate and evaluate.
+
+    ddsim-gan info runs/quick/data/shard-00000-of-00001.h5
+    ddsim-gan export --run-dir runs/full --base saved_models --models-config
+    ddsim-gan generate --model saved_models/darkshine_nnls_cgan/1 --n 100000 --output-dir gen/
+    ddsim-gan evaluate --generated gen/ --reference ref/ --detector darkshine --output-dir report/
+
+A mistake in the input (a missing file, a bad dataset, an existing output) prints one line naming
+the problem and exits with status 2, without a traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+USER_ERRORS = (FileNotFoundError, FileExistsError, ValueError, KeyError)
+
+
+def _info(args) -> dict:
+    path = Path(args.path)
+    if path.is_dir() and (path / "saved_model.pb").is_file():
+        meta = path / "assets.extra" / "ddsim_gan.json"
+        import tensorflow as tf
+
+        model = tf.saved_model.load(str(path))
+        signatures = {name: {"inputs": {k: [str(v.dtype.name), v.shape.as_list()] for k, v in
+                                        fn.structured_input_signature[1].items()},
+                             "outputs": {k: [str(v.dtype.name), v.shape.as_list()] for k, v in
+                                         fn.structured_outputs.items()}}
+                      for name, fn in model.signatures.items()}
+        return {"savedmodel": str(path), "signatures": signatures,
+                "metadata": json.loads(meta.read_text()) if meta.is_file() else None}
+    if path.suffix == ".keras":
+        from .models import load_generator
+
+        model = load_generator(path)
+        return {"keras_model": str(path), "name": model.name,
+                "inputs": [list(t.shape) for t in model.inputs],
+                "outputs": [list(t.shape) for t in model.outputs],
+                "parameters": int(model.count_params())}
+    from .data import shard_info
+
+    return {k: (list(v) if isinstance(v, tuple) else str(v) if isinstance(v, Path) else v)
+            for k, v in shard_info(path, args.detector).items()}
+
+
+def _export(args) -> None:
+    from .export import export_run, write_models_config
+
+    if args.run_dir is not None:
+        print(f"exported {export_run(args.run_dir, args.base, args.name, args.version, overwrite=args.overwrite)}")
+    if args.models_config:
+        print(f"wrote {write_models_config(args.base)}")
+
+
+def _generate(args) -> None:
+    from .export.generate import generate_to_shards
+
+    paths = generate_to_shards(args.model, args.output_dir, n=args.n,
+                               conditions_file=args.conditions, seed=args.seed,
+                               batch_size=args.batch_size, shard_size=args.shard_size,
+                               overwrite=args.overwrite)
+    print(f"wrote {len(paths)} shard(s) to {args.output_dir}")
+
+
+def _evaluate(args) -> None:
+    from . import detectors
+    from .data import read_shards
+    from .evaluation import evaluate
+
+    detector = detectors.get(args.detector)
+    ref_conditions, ref = read_shards(args.reference, detector)
+    _, gen = read_shards(args.generated, detector)
+    ref2 = None
+    if args.reference2:
+        _, ref2 = read_shards(args.reference2, detector)
+    n = min(len(ref), len(gen), len(ref2) if ref2 is not None else len(ref))
+    bars = json.loads(args.bars) if args.bars else None
+    result = evaluate(detector, ref_conditions[:n], ref[:n], gen[:n],
+                      None if ref2 is None else ref2[:n], output_dir=args.output_dir, bars=bars,
+                      classifier=not args.no_classifier, plots=not args.no_plots, seed=args.seed)
+    print(f"{args.output_dir}/report.md: {'PASSED' if result['passed'] else 'FAILED ' + ', '.join(result['failed'])}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="ddsim-gan", description=__doc__.split("\n\n")[0],
+                                     epilog=__doc__.split("\n\n", 1)[1],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    info = commands.add_parser("info", help="what an HDF5 shard, SavedModel or .keras holds")
+    info.add_argument("path", help="an HDF5 file, a SavedModel version directory or a .keras file")
+    info.add_argument("--detector", help="detector name, to reshape CaloChallenge voxels")
+    info.set_defaults(run=lambda a: print(json.dumps(_info(a), indent=1)))
+
+    export = commands.add_parser(
+        "export", help="write a recipe's generator as a SavedModel for TF Serving",
+        description="Write <base>/<name>/<version>/ atomically from a recipe's output directory.")
+    export.add_argument("--run-dir", type=Path, help="recipe output (generator.keras, run.json)")
+    export.add_argument("--base", type=Path, default=Path("saved_models"),
+                        help="TF Serving base directory (default: saved_models)")
+    export.add_argument("--name", help="model name (default: the recipe's name)")
+    export.add_argument("--version", type=int, help="integer version (default: the next free one)")
+    export.add_argument("--overwrite", action="store_true", help="replace an existing version")
+    export.add_argument("--models-config", action="store_true",
+                        help="write <base>/models.config listing every model under <base>")
+    export.set_defaults(run=_export)
+
+    generate = commands.add_parser(
+        "generate", help="sample a SavedModel into HDF5 shards",
+        description="Generate samples from an exported SavedModel into HDF5 shards, with a "
+                    "progress bar. Conditions come from --conditions (an HDF5 shard set) or, "
+                    "for models with a fitted spectrum, are drawn from it (--n).")
+    generate.add_argument("--model", type=Path, required=True, help="SavedModel version directory")
+    generate.add_argument("--output-dir", type=Path, required=True)
+    generate.add_argument("--n", type=int, help="number of samples (spectrum models)")
+    generate.add_argument("--conditions", help="HDF5 shards whose conditions to generate at")
+    generate.add_argument("--seed", type=int, default=0)
+    generate.add_argument("--batch-size", type=int, default=10_000)
+    generate.add_argument("--shard-size", type=int, default=100_000)
+    generate.add_argument("--overwrite", action="store_true")
+    generate.set_defaults(run=_generate)
+
+    evaluate = commands.add_parser(
+        "evaluate", help="compare generated with reference shards: metrics.json, report.md, plots",
+        description="Every metric with its bootstrap error and, given --reference2 (an "
+                    "independent reference sample at the same conditions), its floor.")
+    evaluate.add_argument("--generated", required=True, help="generated shards (file, dir, glob)")
+    evaluate.add_argument("--reference", required=True, help="reference shards")
+    evaluate.add_argument("--reference2", help="second reference sample, for the floor")
+    evaluate.add_argument("--detector", required=True)
+    evaluate.add_argument("--output-dir", type=Path, required=True)
+    evaluate.add_argument("--bars", help='JSON {"metric": largest acceptable value}')
+    evaluate.add_argument("--seed", type=int, default=0)
+    evaluate.add_argument("--no-classifier", action="store_true")
+    evaluate.add_argument("--no-plots", action="store_true")
+    evaluate.set_defaults(run=_evaluate)
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.run(args)
+    except USER_ERRORS as error:
+        message = error.args[0] if isinstance(error, KeyError) and error.args else error
+        print(f"ddsim-gan {args.command}: {message}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
