@@ -1,6 +1,7 @@
-"""The ``ddsim-gan`` command line: look inside files, export, generate and evaluate.
+"""The ``ddsim-gan`` command line: look inside files, convert, export, generate and evaluate.
 
     ddsim-gan info runs/quick/data/shard-00000-of-00001.h5
+    ddsim-gan convert sim.root --detector darkshine --conditions E --samples cells --output-dir data/
     ddsim-gan export --run-dir runs/full --base saved_models --models-config
     ddsim-gan generate --model saved_models/darkshine_nnls_cgan/1 --n 100000 --output-dir gen/
     ddsim-gan evaluate --generated gen/ --reference ref/ --detector darkshine --output-dir report/
@@ -85,6 +86,41 @@ def _evaluate(args) -> None:
     print(f"{args.output_dir}/report.md: {'PASSED' if result['passed'] else 'FAILED ' + ', '.join(result['failed'])}")
 
 
+def _split_columns(text: str) -> list[str]:
+    """``"a,b"`` -> ``["a", "b"]``, leaving commas inside brackets alone (``"max(a, b)"``)."""
+    items, depth, start = [], 0, 0
+    for i, char in enumerate(text):
+        depth += (char in "([{") - (char in ")]}")
+        if char == "," and depth == 0:
+            items.append(text[start:i])
+            start = i + 1
+    items.append(text[start:])
+    return [item.strip() for item in items if item.strip()]
+
+
+def _convert(args) -> None:
+    import re
+
+    from .data import convert_root, shard_info
+
+    items = [item for text in args.conditions for item in _split_columns(text)]
+    named = [re.fullmatch(r"(\w+)\s*=(?!=)\s*(.+)", item) for item in items]
+    if any(named) and not all(named):
+        raise ValueError(f"--conditions: give every condition as NAME=BRANCH or none, got "
+                         f"{', '.join(items)}")
+    conditions = {m[1]: m[2] for m in named} if any(named) else items
+    samples = _split_columns(args.samples) if args.samples else None
+    paths = convert_root(
+        args.files, args.output_dir, args.detector, tree=args.tree, conditions=conditions,
+        samples=samples[0] if samples and len(samples) == 1 else samples,
+        sample_index=args.sample_index, sample_energy=args.sample_energy,
+        step_size=int(args.step_size) if args.step_size.isdigit() else args.step_size,
+        shard_size=args.shard_size, prefix=args.prefix, overwrite=args.overwrite,
+        progress=not args.no_progress)
+    rows = sum(shard_info(path)["n_rows"] for path in paths)
+    print(f"wrote {rows} events in {len(paths)} shard(s) to {args.output_dir}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ddsim-gan", description=__doc__.split("\n\n")[0],
                                      epilog=__doc__.split("\n\n", 1)[1],
@@ -138,6 +174,54 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--no-classifier", action="store_true")
     evaluate.add_argument("--no-plots", action="store_true")
     evaluate.set_defaults(run=_evaluate)
+
+    convert = commands.add_parser(
+        "convert", help="convert Geant4 ROOT ntuples (TTree or RNTuple) to HDF5 shards",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="""\
+Read one tree of ROOT files in chunks (uproot) and write HDF5 shards for a detector.
+
+conditions: one branch per detector condition, in the detector's order, or NAME=BRANCH
+  pairs; on a TTree a branch may be an uproot expression, e.g. 'E_total=E_beam/1000'.
+samples, one of:
+  --samples BRANCH        one array branch, float[N] or std::vector<float>, with exactly
+                          prod(sample_shape) values per event in C order;
+  --samples B1,B2,...     one branch per value of a vector detector (darkside: S1,S2,f200);
+  --sample-index BRANCH --sample-energy BRANCH
+                          sparse hits: per event a list of flat C-order cell indices and
+                          a list of energies of the same length; hits in one cell are summed.
+Bad input (a missing tree or branch, a wrong length, NaN, inf, a negative energy) stops
+with one line naming the file, tree, branch and entry, and no shard is left behind.""",
+        epilog="""\
+examples:
+  ddsim-gan convert 'g4/run*.root' --detector darkshine --tree events \\
+      --conditions E_beam --samples cell_e --output-dir data/darkshine
+  ddsim-gan convert hits.root --detector darkshine --tree hits --conditions 'E_total=E_beam/1000' \\
+      --sample-index cell_id --sample-energy edep --output-dir data/darkshine
+  ddsim-gan convert g4ds.root --detector darkside --conditions E_recoil,recoil_type \\
+      --samples S1,S2,f200 --output-dir data/darkside""")
+    convert.add_argument("files", nargs="+", metavar="FILES",
+                         help="ROOT files, directories of *.root or quoted globs ('g4/run*.root')")
+    convert.add_argument("--detector", required=True, metavar="NAME",
+                         help="detector name, e.g. darkshine")
+    convert.add_argument("--tree", help="TTree or RNTuple to read (default: the only one)")
+    convert.add_argument("--conditions", required=True, action="append", metavar="B1,B2",
+                         help="comma-separated branches (or NAME=BRANCH), one per condition")
+    convert.add_argument("--samples", metavar="BRANCH",
+                         help="dense samples: one array branch, or B1,B2,... one per value")
+    convert.add_argument("--sample-index", metavar="BRANCH",
+                         help="sparse hits: branch of flat cell indices")
+    convert.add_argument("--sample-energy", metavar="BRANCH",
+                         help="sparse hits: branch of hit energies")
+    convert.add_argument("--output-dir", type=Path, required=True, metavar="DIR")
+    convert.add_argument("--shard-size", type=int, default=100_000, metavar="N",
+                         help="rows per shard (default: 100000)")
+    convert.add_argument("--step-size", default="100 MB", metavar="SIZE",
+                         help="chunk read at once: entries (an integer) or memory (default: 100 MB)")
+    convert.add_argument("--prefix", default="shard", help="shard file prefix (default: shard)")
+    convert.add_argument("--overwrite", action="store_true", help="replace existing shards")
+    convert.add_argument("--no-progress", action="store_true", help="no progress bar")
+    convert.set_defaults(run=_convert)
     return parser
 
 

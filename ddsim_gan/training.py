@@ -5,6 +5,7 @@
 * :class:`StopOnNonFinite` stops at the first NaN/inf loss with a message naming the step and the
   loss term, *before* anything overwrites the last good checkpoint.
 * :class:`TimeLimit` ends training cleanly after a wall-clock budget.
+* :class:`FinalizeAverages` puts the moving-average weights into the networks at the end.
 """
 
 from __future__ import annotations
@@ -43,6 +44,28 @@ class StopOnNonFinite(keras.callbacks.Callback):
                     f"loss term {name!r} is {value}; the last good checkpoint is kept")
 
 
+class FinalizeAverages(keras.callbacks.Callback):
+    """At the end of training, copy each optimizer's exponential moving average of the weights
+    into the network it trains (optimizers built with ``use_ema=True``).
+
+    Averaging the generator's weights over the last few thousand steps (Yazici et al.,
+    arXiv:1806.04498; Karras et al., arXiv:1710.10196) removes much of the step-to-step
+    oscillation of adversarial training. ``model.fit`` only finalizes ``model.optimizer``; a GAN
+    has one optimizer per network.
+    """
+
+    def on_train_end(self, logs=None):
+        for network, optimizer in _networks_and_optimizers(self.model):
+            if getattr(optimizer, "use_ema", False):
+                optimizer.finalize_variable_values(network.trainable_variables)
+
+
+def _networks_and_optimizers(model):
+    pairs = [("generator", "generator_optimizer"), ("critic", "critic_optimizer")]
+    return [(getattr(model, net), getattr(model, opt)) for net, opt in pairs
+            if getattr(model, opt, None) is not None]
+
+
 class TimeLimit(keras.callbacks.Callback):
     """Stop training at the end of the first epoch that ends after ``minutes``."""
 
@@ -75,6 +98,7 @@ def fit(model, dataset, *, epochs, steps_per_epoch, output_dir, validation_data=
               keras.callbacks.TensorBoard(str(output_dir / "logs"), write_graph=False)]
     if time_limit_minutes:
         guards.append(TimeLimit(time_limit_minutes))
+    guards.append(FinalizeAverages())
     return model.fit(dataset, epochs=epochs, steps_per_epoch=steps_per_epoch,
                      validation_data=validation_data, callbacks=[*guards, *callbacks], shuffle=False,
                      verbose=verbose)

@@ -11,6 +11,10 @@ Metric names (the keys of ``bars``):
   5 bins of the first condition and the cuts of :func:`~ddsim_gan.evaluation.metrics.efficiency_ratios`;
 - ``classifier_auc``, ``classifier_jsd`` (high-level features);
 - ``FPD``, ``KPD`` (high-level features, at least 2000 events).
+
+:func:`compare_generators` puts several generators (the GAN, the
+:class:`~ddsim_gan.evaluation.library.ShowerLibrary` baseline...) side by side: fidelity, speed
+and size; stored as ``result["comparison"]``, :func:`write_report` adds it as a second table.
 """
 
 from __future__ import annotations
@@ -217,6 +221,129 @@ def make_plots(detector, conditions, ref_samples, gen_samples, obs_ref, obs_gen,
     return paths
 
 
+# ---- generators side by side -----------------------------------------------------------------
+#: Default columns of :func:`compare_generators`; ``"<metric>:mean"`` is the mean over observables.
+COMPARISON_METRICS = ("W1/sigma:mean", "KL:mean", "separation_power:mean", "classifier_auc")
+CLASSIFIER_METRICS = ("classifier_auc", "classifier_jsd")
+
+
+def generator_nbytes(generator) -> int | None:
+    """Size of what a generator has to ship: ``generator.nbytes`` when it has one (a library),
+    else the bytes of the weights of ``generator.sampler`` (a ConditionalGAN) or of the Keras
+    model itself; ``None`` when unknown."""
+    if hasattr(generator, "nbytes"):
+        return int(generator.nbytes)
+    model = getattr(generator, "sampler", generator)
+    weights = getattr(model, "weights", None)
+    if weights is None:
+        return None
+    return int(sum(math.prod(w.shape) * np.dtype(w.dtype).itemsize for w in weights))
+
+
+def _pick(metrics_by_name: dict, name: str, key: str) -> float:
+    metric, _, obs = name.partition(":")
+    if obs == "mean" and name not in metrics_by_name:
+        values = [m[key] for n, m in metrics_by_name.items()
+                  if n.startswith(metric + ":") and metric in ONE_D_METRICS]
+        if values:
+            values = [math.nan if v is None else v for v in values]
+            return float(np.mean(values)) if key in ("value", "floor") else math.nan
+    if name not in metrics_by_name:
+        raise KeyError(f"compare_generators: metric {name!r} was not computed; available: "
+                       f"{', '.join(metrics_by_name)}, or '<metric>:mean'")
+    value = metrics_by_name[name][key]
+    return math.nan if value is None else float(value)
+
+
+def compare_generators(detector, conditions, ref_samples, ref2_samples, generators: dict, *,
+                       metrics=COMPARISON_METRICS, seed: int = 0, n_bootstrap: int = 5,
+                       warmup: int = 64) -> dict:
+    """Fidelity, speed and size of several generators at the same conditions.
+
+    ``generators`` maps a row name to an object with ``generate(conditions, seed=...)`` (a
+    ``ConditionalGAN``, a ``ShowerLibrary``) or to such a function. Each generates one sample per
+    row of ``conditions`` after a warm-up call on ``warmup`` rows (tracing, caches), timed as
+    samples per second on this machine; each sample goes through :func:`evaluate` against
+    ``ref_samples`` (no plots; the classifier only when a classifier metric is asked for), and
+    the ``metrics`` names (``"<metric>:mean"``: mean over the observables) are kept.
+    ``ref2_samples`` gives the floor row (``None``: none).
+
+    Returns ``{"metrics": [...], "n_events", "rows": [{"name", "values", "errors",
+    "samples_per_second", "seconds", "nbytes"}], "floor": {name: value}}``; put it in
+    ``result["comparison"]`` and :func:`write_report` renders it.
+    """
+    from ..detectors import get as get_detector
+
+    detector = get_detector(detector)
+    conditions = detector.check_conditions(conditions, "compare_generators conditions")
+    metrics = [metrics] if isinstance(metrics, str) else list(metrics)
+    classifier = any(name in CLASSIFIER_METRICS for name in metrics)
+    rows, floor = [], None
+    for name, generator in generators.items():
+        generate = getattr(generator, "generate", generator)
+        if warmup:
+            generate(conditions[:warmup], seed=seed)
+        start = time.perf_counter()
+        samples = np.asarray(generate(conditions, seed=seed))
+        seconds = time.perf_counter() - start
+        result = evaluate(detector, conditions, ref_samples, samples, ref2_samples,
+                          classifier=classifier, plots=False, seed=seed, n_bootstrap=n_bootstrap)
+        by_name = {m["name"]: m for m in result["metrics"]}
+        rows.append({
+            "name": str(name),
+            "values": {m: _pick(by_name, m, "value") for m in metrics},
+            "errors": {m: _pick(by_name, m, "error") for m in metrics},
+            "samples_per_second": len(conditions) / max(seconds, 1e-9),
+            "seconds": seconds,
+            "nbytes": generator_nbytes(generator),
+        })
+        if floor is None and ref2_samples is not None:
+            floor = {m: _pick(by_name, m, "floor") for m in metrics}
+    return {"metrics": metrics, "n_events": len(conditions), "rows": rows, "floor": floor}
+
+
+def _fmt_bytes(nbytes) -> str:
+    if nbytes is None:
+        return "–"
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if nbytes < 1024 or unit == "GiB":
+            return f"{nbytes:.0f} {unit}" if unit == "B" else f"{nbytes:.3g} {unit}"
+        nbytes /= 1024
+
+
+def comparison_lines(comparison: dict) -> list[str]:
+    """Markdown table of :func:`compare_generators` (one row per generator, then the floor)."""
+    names = comparison["metrics"]
+    lines = ["## Generators compared", "",
+             f"{comparison['n_events']} events at the reference conditions; speed measured on "
+             "this machine (after a warm-up call), size = stored weights or showers.", "",
+             "| generator | " + " | ".join(names) + " | samples/s | size |",
+             "|---" * (len(names) + 3) + "|"]
+    for row in comparison["rows"]:
+        cells = [_fmt(row["values"].get(n), row["errors"].get(n)) for n in names]
+        lines.append(f"| {row['name']} | " + " | ".join(cells)
+                     + f" | {row['samples_per_second']:,.0f} | {_fmt_bytes(row['nbytes'])} |")
+    if comparison.get("floor"):
+        cells = [_fmt(comparison["floor"].get(n)) for n in names]
+        lines.append("| reference vs reference (floor) | " + " | ".join(cells) + " | – | – |")
+    return lines
+
+
+def atomic_write(path, write) -> None:
+    """Call ``write(temporary_path)`` next to ``path``, then rename it over ``path``
+    (``os.replace``), so that a reader, or a crash mid-write, never sees a half-written file.
+    The temporary name keeps the file's suffix (Keras insists on ``.keras``)."""
+    directory, base = os.path.split(os.path.abspath(os.fspath(path)))
+    os.makedirs(directory, exist_ok=True)
+    temporary = os.path.join(directory, f".tmp-{os.getpid()}-{base}")
+    try:
+        write(temporary)
+        os.replace(temporary, path)
+    finally:
+        if os.path.exists(temporary):
+            os.remove(temporary)
+
+
 def _fmt(value, error=None) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "–"
@@ -264,6 +391,8 @@ def write_report(result: dict, output_dir) -> dict[str, str]:
         verdict = {True: "pass", False: "**fail**", None: ""}[m["passed"]]
         lines.append(f"| {m['name']} | {_fmt(m['value'], m['error'])} | "
                      f"{_fmt(m['floor'], m['floor_error'])} | {_fmt(m['bar'])} | {verdict} |")
+    if result.get("comparison"):
+        lines += ["", *comparison_lines(result["comparison"])]
     if result.get("plots"):
         lines += ["", "## Plots", ""]
         for path in result["plots"]:

@@ -11,15 +11,30 @@ from . import networks, penalties as penalty_objects
 from .gan import ConditionalGAN
 
 
-def log_response(detector, conditions, samples, energy_condition) -> float:
-    """Mean of log(sum_E / E) over events with energy, for :class:`EnergyShareHead`."""
+def fit_response(detector, conditions, samples, energy_condition) -> tuple[float, float]:
+    """Mean and a bound on the spread of log(sum_E / E), for :class:`EnergyShareHead`.
+
+    The bound is six standard deviations of the training data's log response, between 0.02 and 3.
+    """
     index = detector.condition_names.index(energy_condition)
     energy = np.asarray(conditions, np.float64)[:, index]
     totals = np.asarray(samples, np.float64).reshape(len(samples), -1).sum(axis=1)
     useful = (totals > 0) & (energy > 0)
     if not useful.any():
         raise ValueError("no event with positive energy and condition to fit the response")
-    return float(np.mean(np.log(totals[useful] / energy[useful])))
+    log_ratio = np.log(totals[useful] / energy[useful])
+    return float(log_ratio.mean()), float(np.clip(6.0 * log_ratio.std(), 0.02, 3.0))
+
+
+def _start_from_the_mean_shower(generator, samples) -> None:
+    """Initialize the energy-share logits to the log of the mean energy fraction per cell, so the
+    untrained generator draws the average shower instead of spreading the energy evenly (which
+    would put every cell below the readout threshold, where no gradient flows)."""
+    flat = np.asarray(samples, np.float64).reshape(len(samples), -1)
+    fractions = (flat / np.maximum(flat.sum(axis=1, keepdims=True), 1e-12)).mean(axis=0)
+    bias = generator.get_layer("output_dense").bias
+    start = np.log(fractions + 1e-6 * fractions.max())
+    bias.assign(np.append(start - start.mean(), 0.0).astype("float32"))
 
 
 def build_conditional_gan(detector, train_conditions, train_samples=None, *, max_value=None,
@@ -50,13 +65,15 @@ def build_conditional_gan(detector, train_conditions, train_samples=None, *, max
     if energy_condition is not None:
         if train_samples is None:
             raise ValueError("an energy head needs train_samples to fit its response")
+        mean, spread = fit_response(detector, train_conditions, train_samples, energy_condition)
         head = networks.EnergyShareHead(
-            detector.sample_shape, detector.condition_names.index(energy_condition),
-            log_response(detector, train_conditions, train_samples, energy_condition),
-            detector.threshold, name="energy_share")
+            detector.sample_shape, detector.condition_names.index(energy_condition), mean,
+            detector.threshold, response_spread=spread, name="energy_share")
         output_units = math.prod(detector.sample_shape) + 1
     generator = networks.dense_generator(latent_dim, encoder.output_width, detector.sample_shape,
                                          hidden=generator_hidden, output_units=output_units)
+    if head is not None:
+        _start_from_the_mean_shower(generator, train_samples)
     critic = networks.dense_critic(detector.sample_shape, encoder.output_width,
                                    hidden=critic_hidden, features=features)
     penalties = [penalty_objects.GradientPenalty(gradient_penalty), *extra_penalties]

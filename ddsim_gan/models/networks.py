@@ -126,22 +126,27 @@ class EnergyShareHead(keras.layers.Layer):
     The generator emits ``n_cells`` logits and one response number rho; with E the physical
     condition ``energy_index`` (incident or deposited energy),
 
-        sum_E = E exp(log_response + 3 tanh(rho / 3)),   cell_i = sum_E softmax(logits)_i,
+        sum_E = E exp(log_response + s tanh(rho / s)),   cell_i = sum_E softmax(logits)_i,
 
     then cells below the readout ``threshold`` are zeroed. ``log_response`` is the mean log of
     sum_E / E in the training data (0 for a total-absorption ECAL conditioned on its deposit,
-    the sampling fraction in MIP per GeV for SiW). Factorizing the shower into its energy and
+    the sampling fraction in MIP per GeV for SiW); ``response_spread`` s bounds how far one
+    event's response may stray from it (a few times the spread seen in the training data: a
+    calorimeter's response is bounded, and a critic only weakly notices a few-percent error
+    in one number among thousands of cells). Factorizing the shower into its energy and
     its normalized shape is how CaloFlow (C. Krause, D. Shih, arXiv:2106.05285) and
     FastCaloGAN's energy fractions (ATLAS, Comput. Softw. Big Sci. 6 (2022) 7) keep the energy
     response exact while the network learns the shape.
     """
 
-    def __init__(self, sample_shape, energy_index=0, log_response=0.0, threshold=0.0, **kwargs):
+    def __init__(self, sample_shape, energy_index=0, log_response=0.0, threshold=0.0,
+                 response_spread=3.0, **kwargs):
         super().__init__(**kwargs)
         self.sample_shape = tuple(int(d) for d in sample_shape)
         self.energy_index = int(energy_index)
         self.log_response = float(log_response)
         self.threshold = float(threshold)
+        self.response_spread = float(response_spread)
 
     @property
     def input_units(self):
@@ -151,7 +156,8 @@ class EnergyShareHead(keras.layers.Layer):
         raw, conditions = inputs
         raw = ops.cast(raw, "float32")
         energy = ops.cast(conditions[:, self.energy_index:self.energy_index + 1], "float32")
-        rho = 3.0 * ops.tanh(raw[:, -1:] / 3.0)
+        spread = self.response_spread
+        rho = spread * ops.tanh(raw[:, -1:] / spread)
         total = energy * ops.exp(self.log_response + rho)
         cells = total * ops.softmax(raw[:, :-1], axis=-1)
         cells = cells * ops.cast(cells >= self.threshold, "float32")
@@ -163,7 +169,7 @@ class EnergyShareHead(keras.layers.Layer):
     def get_config(self):
         return {**super().get_config(), "sample_shape": list(self.sample_shape),
                 "energy_index": self.energy_index, "log_response": self.log_response,
-                "threshold": self.threshold}
+                "threshold": self.threshold, "response_spread": self.response_spread}
 
 
 def dense_critic(sample_shape, condition_width, hidden=(512, 256), features=None,

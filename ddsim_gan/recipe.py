@@ -1,0 +1,177 @@
+"""What every recipe under ``recipes/`` does the same way, so each recipe holds only its physics.
+
+A recipe (``recipes/<name>.py``) declares its presets (``quick``: under 2 minutes on 2 cores;
+``full``: at most 30 minutes), its bars and its model, and calls these steps:
+
+1. :func:`parse_args` — the shared command line (``--quick``, ``--output-dir``, ``--data``,
+   ``--precision``, ``--seed``, export options, preset overrides);
+2. :func:`prepare_data` — reference-simulator events (training, held-out test, and an independent
+   simulation at the test conditions for the floor), or the user's shards with a held-out split;
+3. :func:`train` — sharded tf.data input, resumable ``fit`` (rerun the same command after an
+   interruption), TensorBoard logs;
+4. :func:`save_model` then :func:`finish` — ``model.keras``, ``generator.keras``, ``run.json``,
+   the report and the SavedModel export.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+PRESET_KEYS = ("epochs", "steps_per_epoch", "n_train", "batch_size", "time_limit_minutes")
+
+
+def parse_args(recipe: str, doc: str, argv=None, seed: int = 2023,
+               extra=None) -> argparse.Namespace:
+    """The shared command line; ``extra(parser)`` adds recipe-specific options."""
+    parser = argparse.ArgumentParser(description=doc.split("\n\n")[0], epilog=doc,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="small run (< 2 min on 2 cores)")
+    parser.add_argument("--output-dir", type=Path, default=Path("runs") / recipe)
+    parser.add_argument("--data", help="HDF5 shards (file, directory or glob) to train on instead "
+                        "of the reference simulator; 10%% is held out for evaluation")
+    parser.add_argument("--export-base", type=Path, default=None,
+                        help="TF Serving base directory (default: OUTPUT_DIR/saved_models)")
+    parser.add_argument("--export-version", type=int, default=None,
+                        help="integer version to export as (default: the next free one)")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace an existing export version")
+    parser.add_argument("--precision", default="float32",
+                        choices=["float32", "mixed_float16", "mixed_bfloat16"],
+                        help="Keras dtype policy; variables stay float32")
+    parser.add_argument("--seed", type=int, default=seed)
+    parser.add_argument("--no-plots", action="store_true")
+    parser.add_argument("--no-jit", action="store_true",
+                        help="run the train step without XLA (about 2x slower on CPU)")
+    for key in PRESET_KEYS:
+        kind = float if key == "time_limit_minutes" else int
+        parser.add_argument(f"--{key.replace('_', '-')}", type=kind, help="override the preset")
+    if extra is not None:
+        extra(parser)
+    return parser.parse_args(argv)
+
+
+def settings_for(args, presets: dict) -> dict:
+    settings = dict(presets["quick" if args.quick else "full"])
+    for key in PRESET_KEYS:
+        if getattr(args, key, None) is not None:
+            settings[key] = getattr(args, key)
+    return settings
+
+
+@dataclass
+class RecipeData:
+    """Training events, held-out test events, and the floor sample at the test conditions."""
+
+    train_conditions: np.ndarray
+    train_samples: np.ndarray
+    test_conditions: np.ndarray
+    test_samples: np.ndarray
+    floor_samples: np.ndarray
+    source: str
+
+
+def prepare_data(detector, args, settings) -> RecipeData:
+    """Reference-simulator events, or the user's shards (``args.data``) split 90/5/5."""
+    from .data import find_shards, read_shards
+
+    if args.data:
+        conditions, samples = read_shards(find_shards(args.data), detector)
+        order = np.random.default_rng(args.seed).permutation(len(conditions))
+        n_test = max(len(conditions) // 10, 2)
+        test, train = order[:n_test], order[n_test:]
+        # No second simulation at the same conditions: the floor compares two halves.
+        half = n_test // 2
+        print(f"read {len(conditions)} events from {args.data}")
+        return RecipeData(conditions[train], samples[train], conditions[test[:half]],
+                          samples[test[:half]], samples[test[half:2 * half]], args.data)
+    seeds = np.random.SeedSequence(args.seed).spawn(3)
+    print(f"simulating {settings['n_train']} + {settings['n_test']} reference events "
+          f"({detector.name}) ...", flush=True)
+    train_conditions, train_samples = detector.simulate(settings["n_train"], seeds[0])
+    test_conditions, test_samples = detector.simulate(settings["n_test"], seeds[1])
+    floor_samples = detector.simulate_at(test_conditions, seeds[2])
+    return RecipeData(train_conditions, train_samples, test_conditions, test_samples,
+                      floor_samples, "reference simulator")
+
+
+def setup(args):
+    """Dtype policy, global seeds and the output directory; returns the start time."""
+    import keras
+
+    keras.mixed_precision.set_global_policy(args.precision)
+    keras.utils.set_random_seed(args.seed)
+    args.output_dir.mkdir(parents=True, exist_ok=True)
+    return time.monotonic()
+
+
+def wgan_optimizers(settings, learning_rate=2e-4, betas=(0.5, 0.9), final_fraction=0.1) -> dict:
+    """One Adam per network (Gulrajani et al.'s betas), the learning rate decaying along a cosine
+    to ``final_fraction`` over the planned steps, and a moving average of the generator's
+    weights over about the last tenth of them, at most 1000 steps (finalized into the generator
+    at the end of training by ``training.fit``)."""
+    import keras
+
+    steps = settings["epochs"] * settings["steps_per_epoch"]
+    ema_momentum = min(0.999, 1.0 - 10.0 / steps)
+
+    def schedule():
+        return keras.optimizers.schedules.CosineDecay(learning_rate, steps, alpha=final_fraction)
+
+    return {"generator_optimizer": keras.optimizers.Adam(schedule(), *betas, use_ema=True,
+                                                         ema_momentum=ema_momentum),
+            "critic_optimizer": keras.optimizers.Adam(schedule(), *betas)}
+
+
+def train(gan, detector, data: RecipeData, settings, args, callbacks=()):
+    """Write the training shards, stream them through tf.data and fit (resumably)."""
+    from .data import make_dataset, write_shards
+    from .training import fit
+
+    out = args.output_dir
+    shards = write_shards(out / "data", data.train_conditions, data.train_samples, detector,
+                          shard_size=20_000, overwrite=True)
+    batch = settings["batch_size"]
+    dataset = make_dataset(shards, batch, shuffle=True, seed=args.seed, repeat=True)
+    validation = make_dataset(shards[:1], batch, shuffle=False).take(4)
+    print(f"generator {gan.generator.count_params():,} parameters, "
+          f"critic {gan.critic.count_params():,}", flush=True)
+    return fit(gan, dataset, epochs=settings["epochs"],
+               steps_per_epoch=settings["steps_per_epoch"], output_dir=out,
+               validation_data=validation, time_limit_minutes=settings["time_limit_minutes"],
+               callbacks=callbacks)
+
+
+def save_model(gan, recipe: str, detector, args, **info) -> None:
+    """``model.keras`` (to continue training), ``generator.keras`` and ``run.json``."""
+    out = args.output_dir
+    gan.save(out / "model.keras")
+    gan.sampler.save(out / "generator.keras")
+    (out / "run.json").write_text(json.dumps(
+        {"recipe": recipe, "detector": detector.name, "units": detector.units,
+         "condition_names": list(detector.condition_names),
+         "condition_ranges": detector.condition_ranges.tolist(), **info}, indent=1))
+
+
+def finish(result: dict, recipe: str, settings, args, history, started, data: RecipeData) -> int:
+    """Write the report (settings and losses included) and export the SavedModel."""
+    from .evaluation import write_report
+    from .export import export_run
+
+    out = args.output_dir
+    result["settings"] = {**settings, "precision": args.precision, "seed": args.seed,
+                          "data": data.source,
+                          "minutes": round((time.monotonic() - started) / 60, 2),
+                          "final_losses": {k: float(v[-1]) for k, v in history.history.items()}}
+    write_report(result, out)
+    export_dir = export_run(out, args.export_base or out / "saved_models", recipe,
+                            args.export_version, overwrite=args.overwrite)
+    print(f"exported {export_dir}")
+    print(f"report: {out / 'report.md'}  ({'PASSED' if result['passed'] else 'bars not met'}; "
+          f"{(time.monotonic() - started) / 60:.1f} min)")
+    return 0
