@@ -87,27 +87,102 @@ class Standardize(InvertibleTransform):
 
 
 @keras.saving.register_keras_serializable(package=_PACKAGE)
+class QuantileTransform(InvertibleTransform):
+    """Gaussianize each feature through its empirical CDF: y = Phi^-1(F(x)), x = F^-1(Phi(y)).
+
+    ``adapt`` stores ``n_quantiles`` quantiles per feature (at equally spaced levels); F and its
+    inverse interpolate them linearly, so the map is monotone and exactly invertible between the
+    smallest and largest training value, and clamps beyond them. A point mass (a DLL spike below
+    Cherenkov threshold, S1 = 0) is a run of equal quantiles: ``forward`` sends it to the bottom of
+    its level interval and ``inverse`` sends that whole interval back to the one value, so a
+    generator reproduces the spike exactly. This is scikit-learn's ``QuantileTransformer(
+    output_distribution="normal")`` written with ``keras.ops`` so it lives inside the saved model
+    and runs under every Keras backend (a TFP bijector would tie the generator to TensorFlow).
+    Levels are kept inside [``epsilon``, 1 - ``epsilon``], i.e. |y| <= 3.7 by default.
+    """
+
+    def __init__(self, n_features=1, n_quantiles=1000, epsilon=1e-4, **kwargs):
+        super().__init__(**kwargs)
+        self.n_features = int(n_features)
+        self.n_quantiles = int(n_quantiles)
+        self.epsilon = float(epsilon)
+        self.quantiles = self.add_weight(
+            shape=(self.n_quantiles, self.n_features), trainable=False, name="quantiles",
+            initializer=keras.initializers.Constant(
+                np.repeat(np.linspace(-1.0, 1.0, self.n_quantiles)[:, None], self.n_features, 1)))
+
+    def adapt(self, data):
+        data = np.asarray(data, dtype=np.float64).reshape(-1, self.n_features)
+        levels = np.linspace(0.0, 1.0, self.n_quantiles)
+        self.quantiles.assign(np.quantile(data, levels, axis=0).astype("float32"))
+        return self
+
+    def _level(self, x, j):
+        q = ops.cast(self.quantiles[:, j], x.dtype)
+        last = self.n_quantiles - 1
+        index = ops.clip(ops.searchsorted(q, x[:, j], side="left"), 1, last)
+        low, high = ops.take(q, index - 1), ops.take(q, index)
+        fraction = ops.clip((x[:, j] - low) / ops.maximum(high - low, 1e-30), 0.0, 1.0)
+        return (ops.cast(index, x.dtype) - 1.0 + fraction) / last
+
+    def forward(self, x):
+        levels = ops.stack([self._level(x, j) for j in range(self.n_features)], axis=1)
+        levels = ops.clip(levels, self.epsilon, 1.0 - self.epsilon)
+        return np.sqrt(2.0) * ops.erfinv(2.0 * levels - 1.0)
+
+    def inverse(self, y):
+        last = self.n_quantiles - 1
+        levels = 0.5 * (1.0 + ops.erf(y / np.sqrt(2.0)))
+        position = ops.clip(levels, 0.0, 1.0) * last
+        index = ops.clip(ops.floor(position), 0, last - 1)
+        fraction = position - index
+        index = ops.cast(index, "int32")
+        q = ops.cast(self.quantiles, y.dtype)
+        low = ops.take_along_axis(q, index, axis=0)
+        high = ops.take_along_axis(q, index + 1, axis=0)
+        return low + fraction * (high - low)
+
+    def get_config(self):
+        return {**super().get_config(), "n_features": self.n_features,
+                "n_quantiles": self.n_quantiles, "epsilon": self.epsilon}
+
+
+@keras.saving.register_keras_serializable(package=_PACKAGE)
 class ConditionEncoder(keras.layers.Layer):
     """Physical conditions -> network inputs.
 
     Continuous columns are optionally log-transformed (for conditions spanning decades, such as
-    momenta and energies) and standardized; categorical columns (index into the labels) become
-    one-hot vectors. ``adapt`` fits the standardization on training conditions.
+    momenta and energies) and standardized, or Gaussianized by a :class:`QuantileTransform`
+    (heavy-tailed ones with point masses, such as the previous outputs of an auto-regressive
+    chain); categorical columns (index into the labels) become one-hot vectors. ``adapt`` fits
+    the standardization and the quantiles on training conditions.
 
     Args:
         n_categories: per column, the number of categories, or 0 for a continuous column.
         log: per column, whether to take the logarithm first (continuous columns only).
+        quantile: per column, whether to Gaussianize it instead (continuous columns only).
     """
 
-    def __init__(self, n_categories, log=None, **kwargs):
+    def __init__(self, n_categories, log=None, quantile=None, n_quantiles=500, **kwargs):
         super().__init__(**kwargs)
         self.n_categories = [int(k) for k in n_categories]
         self.log = [bool(flag) for flag in (log or [False] * len(self.n_categories))]
-        n_continuous = sum(k == 0 for k in self.n_categories)
-        self.mean = self.add_weight(shape=(max(n_continuous, 1),), initializer="zeros",
+        self.quantile = [bool(flag) for flag in (quantile or [False] * len(self.n_categories))]
+        self.n_quantiles = int(n_quantiles)
+        n_standardized = len(self._columns("standardized"))
+        self.mean = self.add_weight(shape=(max(n_standardized, 1),), initializer="zeros",
                                     trainable=False, name="mean")
-        self.std = self.add_weight(shape=(max(n_continuous, 1),), initializer="ones",
+        self.std = self.add_weight(shape=(max(n_standardized, 1),), initializer="ones",
                                    trainable=False, name="std")
+        n_quantile = len(self._columns("quantile"))
+        self.quantiles = (QuantileTransform(n_quantile, self.n_quantiles, name="quantiles",
+                                            dtype=self.dtype_policy)
+                          if n_quantile else None)
+
+    def _columns(self, kind):
+        if kind == "quantile":
+            return [i for i, k in enumerate(self.n_categories) if not k and self.quantile[i]]
+        return [i for i, k in enumerate(self.n_categories) if not k and not self.quantile[i]]
 
     @classmethod
     def for_detector(cls, detector, **kwargs):
@@ -125,39 +200,50 @@ class ConditionEncoder(keras.layers.Layer):
     def output_width(self):
         return sum(k if k else 1 for k in self.n_categories)
 
-    def _continuous(self, conditions):
+    def _standardized(self, conditions):
         columns = [ops.log(conditions[:, i]) if self.log[i] else conditions[:, i]
-                   for i, k in enumerate(self.n_categories) if k == 0]
+                   for i in self._columns("standardized")]
         return ops.stack(columns, axis=1) if columns else None
 
+    def _gather(self, conditions, columns):
+        return ops.stack([conditions[:, i] for i in columns], axis=1)
+
     def adapt(self, conditions):
-        continuous = self._continuous(ops.convert_to_tensor(np.asarray(conditions, "float32")))
+        conditions = np.asarray(conditions, "float32")
+        continuous = self._standardized(ops.convert_to_tensor(conditions))
         if continuous is not None:
             values = ops.convert_to_numpy(continuous).astype(np.float64)
             std = values.std(axis=0)
             self.mean.assign(values.mean(axis=0).astype("float32"))
             self.std.assign(np.where(std > 0, std, 1.0).astype("float32"))
+        if self.quantiles is not None:
+            self.quantiles.adapt(conditions[:, self._columns("quantile")])
         return self
 
     def call(self, conditions):
-        continuous = self._continuous(conditions)
-        if continuous is not None:
-            continuous = (continuous - self.mean) / self.std
-        pieces, c = [], 0
+        encoded = {}
+        standardized = self._standardized(conditions)
+        if standardized is not None:
+            standardized = (standardized - self.mean) / self.std
+            for c, i in enumerate(self._columns("standardized")):
+                encoded[i] = standardized[:, c:c + 1]
+        if self.quantiles is not None:
+            gaussian = self.quantiles(self._gather(conditions, self._columns("quantile")))
+            for c, i in enumerate(self._columns("quantile")):
+                encoded[i] = gaussian[:, c:c + 1]
         for i, k in enumerate(self.n_categories):
             if k:
                 index = ops.cast(ops.round(conditions[:, i]), "int32")
-                pieces.append(ops.one_hot(index, k, dtype=conditions.dtype))
-            else:
-                pieces.append(continuous[:, c:c + 1])
-                c += 1
+                encoded[i] = ops.one_hot(index, k, dtype=conditions.dtype)
+        pieces = [encoded[i] for i in range(len(self.n_categories))]
         return ops.concatenate(pieces, axis=1) if len(pieces) > 1 else pieces[0]
 
     def compute_output_shape(self, input_shape):
         return (input_shape[0], self.output_width)
 
     def get_config(self):
-        return {**super().get_config(), "n_categories": self.n_categories, "log": self.log}
+        return {**super().get_config(), "n_categories": self.n_categories, "log": self.log,
+                "quantile": self.quantile, "n_quantiles": self.n_quantiles}
 
 
 @keras.saving.register_keras_serializable(package=_PACKAGE)

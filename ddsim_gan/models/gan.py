@@ -67,7 +67,8 @@ class ConditionalGAN(keras.Model):
         normalized_threshold = float(keras.ops.convert_to_numpy(keras.ops.cast(
             sample_transform.forward(keras.ops.convert_to_tensor(np.float32([threshold]))),
             "float32"))[0]) if threshold else 0.0
-        self.output_threshold = HardThreshold(normalized_threshold, name="output_threshold")
+        self.output_threshold = (HardThreshold(normalized_threshold, name="output_threshold")
+                                 if threshold else None)
         self.output_head = output_head
         self._build_sampler()
         self._trackers = {name: keras.metrics.Mean(name=name) for name in
@@ -80,10 +81,12 @@ class ConditionalGAN(keras.Model):
     # ---- the exported sampler ---------------------------------------------------------------
     def _physical(self, raw, conditions):
         """Generator output -> physical sample: through the output head when there is one,
-        else the readout threshold and the inverse sample transform."""
+        else the readout threshold (if any) and the inverse sample transform."""
         if self.output_head is not None:
             return self.output_head([raw, conditions])
-        return self.sample_transform(self.output_threshold(raw), inverse=True)
+        if self.output_threshold is not None:
+            raw = self.output_threshold(raw)
+        return self.sample_transform(raw, inverse=True)
 
     def _build_sampler(self):
         conditions = keras.Input((self.condition_encoder.n_inputs,), name="conditions")
@@ -97,9 +100,9 @@ class ConditionalGAN(keras.Model):
         noise = keras.random.normal((keras.ops.shape(encoded)[0], self.latent_dim),
                                     seed=self.seed_generator)
         raw = self.generator([noise, encoded], training=training)
-        if self.output_head is None:
-            return self.output_threshold(raw)
-        return self.sample_transform(self.output_head([raw, conditions]))
+        # Always through physical units: the critic then sees generated samples exactly as it
+        # sees real ones (a quantile transform's point masses collapse the same way).
+        return self.sample_transform(self._physical(raw, conditions))
 
     def generate(self, conditions, seed=0, batch_size=4096):
         """Physical samples for physical ``conditions`` (NumPy in, NumPy out), reproducible per
