@@ -118,7 +118,7 @@ def wgan_optimizers(settings, learning_rate=2e-4, betas=(0.5, 0.9), final_fracti
     import keras
 
     steps = settings["epochs"] * settings["steps_per_epoch"]
-    ema_momentum = min(0.999, 1.0 - 10.0 / steps)
+    ema_momentum = min(0.999, max(0.0, 1.0 - 10.0 / steps))  # >= 0 for runs under 10 steps
 
     def schedule():
         return keras.optimizers.schedules.CosineDecay(learning_rate, steps, alpha=final_fraction)
@@ -128,8 +128,12 @@ def wgan_optimizers(settings, learning_rate=2e-4, betas=(0.5, 0.9), final_fracti
             "critic_optimizer": keras.optimizers.Adam(schedule(), *betas)}
 
 
-def train(gan, detector, data: RecipeData, settings, args, callbacks=()):
-    """Write the training shards, stream them through tf.data and fit (resumably)."""
+def train(gan, detector, data: RecipeData, settings, args, callbacks=(), batch_map=None):
+    """Write the training shards, stream them through tf.data and fit (resumably).
+
+    ``batch_map`` (optional) is mapped over the training and validation batches
+    ``(conditions, samples)``, e.g. to append targets computed in NumPy by ``tf.numpy_function``
+    (the auxiliary-regressor GAN's)."""
     from .data import make_dataset, write_shards
     from .training import fit
 
@@ -139,6 +143,9 @@ def train(gan, detector, data: RecipeData, settings, args, callbacks=()):
     batch = settings["batch_size"]
     dataset = make_dataset(shards, batch, shuffle=True, seed=args.seed, repeat=True)
     validation = make_dataset(shards[:1], batch, shuffle=False).take(4)
+    if batch_map is not None:
+        dataset = dataset.map(batch_map, num_parallel_calls=2)
+        validation = validation.map(batch_map)
     print(f"generator {gan.generator.count_params():,} parameters, "
           f"critic {gan.critic.count_params():,}", flush=True)
     return fit(gan, dataset, epochs=settings["epochs"],
@@ -147,19 +154,51 @@ def train(gan, detector, data: RecipeData, settings, args, callbacks=()):
                callbacks=callbacks)
 
 
+def train_arrays(gan, conditions, samples, settings, args, output_dir=None, callbacks=(),
+                 validation_events=2048):
+    """Fit ``gan`` on in-memory arrays (resumably, in ``output_dir``, default the run's): for
+    models whose training pairs are not a detector's (conditions, samples), e.g. the links of an
+    auto-regressive chain; the arrays are shuffled every epoch (``dataset_from_arrays``)."""
+    from .data import dataset_from_arrays
+    from .training import fit
+
+    batch = settings["batch_size"]
+    dataset = dataset_from_arrays(conditions, samples, batch, shuffle=True, seed=args.seed,
+                                  repeat=True)
+    n_val = min(len(conditions), validation_events)
+    validation = dataset_from_arrays(conditions[:n_val], samples[:n_val], batch, shuffle=False)
+    print(f"{gan.name}: generator {gan.generator.count_params():,} parameters, "
+          f"critic {gan.critic.count_params():,}", flush=True)
+    return fit(gan, dataset, epochs=settings["epochs"],
+               steps_per_epoch=settings["steps_per_epoch"],
+               output_dir=output_dir or args.output_dir, validation_data=validation,
+               time_limit_minutes=settings["time_limit_minutes"], callbacks=callbacks)
+
+
 def save_model(gan, recipe: str, detector, args, **info) -> None:
     """``model.keras`` (to continue training), ``generator.keras`` and ``run.json``."""
     out = args.output_dir
     gan.save(out / "model.keras")
     gan.sampler.save(out / "generator.keras")
-    (out / "run.json").write_text(json.dumps(
+    write_run_info(recipe, detector, args, **info)
+
+
+def write_run_info(recipe: str, detector, args, **info) -> None:
+    """``run.json``: what :func:`ddsim_gan.export.export_run` needs besides ``generator.keras``
+    (for recipes whose model is not one GAN, e.g. a region split, that save it themselves)."""
+    (args.output_dir / "run.json").write_text(json.dumps(
         {"recipe": recipe, "detector": detector.name, "units": detector.units,
          "condition_names": list(detector.condition_names),
          "condition_ranges": detector.condition_ranges.tolist(), **info}, indent=1))
 
 
-def finish(result: dict, recipe: str, settings, args, history, started, data: RecipeData) -> int:
-    """Write the report (settings and losses included) and export the SavedModel."""
+def finish(result: dict, recipe: str, settings, args, history, started, data: RecipeData,
+           export=None) -> int:
+    """Write the report (settings and losses included) and export the SavedModel.
+
+    ``export(base_dir, name, version, overwrite) -> Path`` replaces the standard
+    :func:`~ddsim_gan.export.export_run` of ``generator.keras`` (for models that are not
+    Keras models, e.g. the TFP flow baseline)."""
     from .evaluation import write_report
     from .export import export_run
 
@@ -169,8 +208,12 @@ def finish(result: dict, recipe: str, settings, args, history, started, data: Re
                           "minutes": round((time.monotonic() - started) / 60, 2),
                           "final_losses": {k: float(v[-1]) for k, v in history.history.items()}}
     write_report(result, out)
-    export_dir = export_run(out, args.export_base or out / "saved_models", recipe,
-                            args.export_version, overwrite=args.overwrite)
+    if export is None:
+        export_dir = export_run(out, args.export_base or out / "saved_models", recipe,
+                                args.export_version, overwrite=args.overwrite)
+    else:
+        export_dir = export(args.export_base or out / "saved_models", recipe,
+                            args.export_version, args.overwrite)
     print(f"exported {export_dir}")
     print(f"report: {out / 'report.md'}  ({'PASSED' if result['passed'] else 'bars not met'}; "
           f"{(time.monotonic() - started) / 60:.1f} min)")

@@ -34,6 +34,7 @@ the test events would bias the report in the model's favour.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -120,6 +121,11 @@ class MetricMonitor(keras.callbacks.Callback):
             run resumed by ``BackupAndRestore`` does not replace a better generator with a worse
             one. Leave it off for a fresh run in a used directory.
         verbose: print a line when the best generator is saved.
+        averaged_weights: evaluate (and save as best) the generator with the moving average of
+            its weights that its optimizer keeps (``use_ema=True``, as
+            :func:`ddsim_gan.recipe.wgan_optimizers` builds it) instead of its current
+            weights: the averaged generator is the one training ends with, and raw WGAN
+            weights oscillate from step to step. Without an averaging optimizer: no effect.
 
     After training, ``evaluations`` lists ``(epoch, values)`` and ``best``/``best_epoch`` hold the
     best monitored value (0-based epoch, ``None`` before the first evaluation). A generator whose
@@ -128,8 +134,10 @@ class MetricMonitor(keras.callbacks.Callback):
 
     def __init__(self, detector, conditions, reference_samples, *, every: int = 1,
                  metrics=("W1/sigma:E_total",), monitor=None, best_path=None, log_dir=None,
-                 seed: int = 0, resume: bool = False, verbose: int = 0):
+                 seed: int = 0, resume: bool = False, verbose: int = 0,
+                 averaged_weights: bool = False):
         super().__init__()
+        self.averaged_weights = bool(averaged_weights)
         self.detector = get_detector(detector)
         self.conditions = self.detector.check_conditions(conditions, "MetricMonitor conditions")
         self.obs_ref = O.shower_observables(reference_samples, self.detector)
@@ -200,6 +208,30 @@ class MetricMonitor(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         if (epoch + 1) % self.every:
             return
+        with self._evaluated_weights():
+            self._evaluate(epoch, logs)
+
+    @contextlib.contextmanager
+    def _evaluated_weights(self):
+        """The generator's averaged weights for the duration (``averaged_weights``), then its
+        own again."""
+        optimizer = getattr(self.model, "generator_optimizer", None)
+        optimizer = getattr(optimizer, "inner_optimizer", optimizer)  # loss scaling
+        if not (self.averaged_weights and getattr(optimizer, "use_ema", False)
+                and getattr(optimizer, "_model_variables_moving_average", None)):
+            yield
+            return
+        variables = self.model.generator.trainable_variables
+        saved = [np.array(v.numpy()) for v in variables]
+        for v in variables:
+            v.assign(optimizer._model_variables_moving_average[optimizer._get_variable_index(v)])
+        try:
+            yield
+        finally:
+            for v, value in zip(variables, saved):
+                v.assign(value)
+
+    def _evaluate(self, epoch, logs):
         samples = self.model.generate(self.conditions, seed=self.seed)
         values = self.compute(samples)
         self.evaluations.append((epoch, values))

@@ -232,3 +232,81 @@ def high_level_features(observables: dict[str, np.ndarray]) -> tuple[np.ndarray,
     if any(k.startswith("E_layer_") for k in names):
         names = [k for k in names if k != "E_total"]
     return np.stack([np.asarray(observables[k], np.float64) for k in names], axis=1), names
+
+
+# ---- the seed's hits and occupancies (seed 003, SiW-ECAL) ----------------------------------
+#: Seed 003's hit: a cell above this fraction of the hottest cell of its event.
+SEED_HIT_FRACTION = 0.05
+
+
+def seed_hits(samples, fraction: float = SEED_HIT_FRACTION) -> np.ndarray:
+    """Boolean ``[n, *sample_shape]`` mask of seed 003's hits: cells above ``fraction`` of the
+    hottest cell of their event (and above zero, so an empty event has none). The same
+    definition as :meth:`ddsim_gan.detectors.siw_ecal.SiWECAL.hits`, for any image shape."""
+    array = _as_samples(samples)
+    peak = array.reshape(len(array), -1).max(axis=1).reshape((-1,) + (1,) * (array.ndim - 1))
+    return (array > fraction * peak) & (array > 0)
+
+
+def seed_hit_count(samples, fraction: float = SEED_HIT_FRACTION) -> np.ndarray:
+    """Number of seed hits (:func:`seed_hits`) per event: ``[n]`` (float, like :func:`n_hits`)."""
+    hits = seed_hits(samples, fraction)
+    return hits.reshape(len(hits), -1).sum(axis=1).astype(np.float64)
+
+
+def layer_hit(samples, layer_axis: int, fraction: float = SEED_HIT_FRACTION) -> np.ndarray:
+    """Whether each layer of each event holds at least one seed hit: bool ``[n, n_layers]``."""
+    hits = seed_hits(samples, fraction)
+    if not 0 <= layer_axis < hits.ndim - 1:
+        raise ValueError(f"layer_axis {layer_axis} out of range for samples of shape "
+                         f"{hits.shape[1:]}")
+    other = tuple(a for a in range(1, hits.ndim) if a != layer_axis + 1)
+    return hits.any(axis=other) if other else hits
+
+
+def layer_occupancy(samples, layer_axis: int, fraction: float = SEED_HIT_FRACTION) -> np.ndarray:
+    """Per-layer occupancy: the fraction of events with at least one seed hit (:func:`seed_hits`,
+    a cell above ``fraction`` of the event's hottest cell) in that layer: ``[n_layers]``.
+    Seed 003's 2D WGAN never hit layer 1 (occupancy 0)."""
+    return layer_hit(samples, layer_axis, fraction).mean(axis=0)
+
+
+# ---- TPC pad-response moments (seed 001, NICA MPD; TPC-FastSim) -----------------------------
+def gaussian_moments(samples, cell_size=(1.0, 1.0), names=("pad", "time")) -> dict:
+    """Per-image Gaussian moments of 2D images ``[n, a, b]`` (TPC-FastSim, A. Maevskiy et al.,
+    Eur. Phys. J. C 81 (2021) 599: the means, widths and covariance of the charge distribution
+    along the two axes, and its sum).
+
+    Coordinates are cell centres measured from the window's lower edge, ``(i + 1/2) * cell``,
+    so a position is positive and its mean comparable in relative terms. Cells are weighted by
+    their value clipped at zero; an empty image has every moment 0. Returns ``{"mean_<a>",
+    "mean_<b>", "width_<a>", "width_<b>", "cov_<a>_<b>", "total"}``, each ``[n]`` (float64),
+    with ``<a>``, ``<b>`` from ``names`` and widths the standard deviations.
+    """
+    array = np.clip(_as_samples(samples), 0.0, None)
+    if array.ndim != 3:
+        raise ValueError(f"gaussian_moments: samples of shape {array.shape[1:]}, expected 2D "
+                         "images [n, a, b]")
+    a, b = names
+    ca = (np.arange(array.shape[1]) + 0.5) * float(cell_size[0])
+    cb = (np.arange(array.shape[2]) + 0.5) * float(cell_size[1])
+    total = array.sum(axis=(1, 2))
+    safe = np.where(total > 0, total, 1.0)
+    pa, pb = array.sum(axis=2), array.sum(axis=1)
+    mean_a, mean_b = pa @ ca / safe, pb @ cb / safe
+    var_a = np.clip(pa @ ca**2 / safe - mean_a**2, 0.0, None)
+    var_b = np.clip(pb @ cb**2 / safe - mean_b**2, 0.0, None)
+    cov = np.einsum("nij,i,j->n", array, ca, cb) / safe - mean_a * mean_b
+    empty = total <= 0
+    out = {f"mean_{a}": mean_a, f"mean_{b}": mean_b, f"width_{a}": np.sqrt(var_a),
+           f"width_{b}": np.sqrt(var_b), f"cov_{a}_{b}": cov, "total": total}
+    return {k: np.where(empty, 0.0, v) for k, v in out.items()}
+
+
+def gaussian_moment_units(axis_units=("mm", "ns"), sample_unit="", names=("pad", "time")) -> dict:
+    """Units of the :func:`gaussian_moments` keys, given the units of the two axes' cell sizes
+    and of the cell values."""
+    ua, ub = axis_units
+    a, b = names
+    return {f"mean_{a}": ua, f"mean_{b}": ub, f"width_{a}": ua, f"width_{b}": ub,
+            f"cov_{a}_{b}": f"{ua} {ub}", "total": sample_unit}

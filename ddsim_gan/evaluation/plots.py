@@ -204,6 +204,8 @@ def plot_efficiency_map(ratios: dict, *, path, bin_label: str = "bin",
                           norm=TwoSlopeNorm(1.0, max(1.0 - span, 0.0), 1.0 + span))
         for i in range(ratio.shape[0]):
             for j in range(ratio.shape[1]):
+                if not np.isfinite(ratio[i, j]):  # e.g. a ratio left out of a bar: blank
+                    continue
                 ax.text(j, i, f"{ratio[i, j]:.2f}\n±{error[i, j]:.2f}", ha="center",
                         va="center", fontsize=7)
         ax.set_xticks(range(len(quantiles)), [f"{q:g}%" for q in quantiles])

@@ -370,7 +370,9 @@ def _jsonable(value):
 def write_report(result: dict, output_dir) -> dict[str, str]:
     """Write ``metrics.json`` and ``report.md`` (one table row per metric) into ``output_dir``.
 
-    Returns the paths written. Plots already listed in ``result["plots"]`` are linked.
+    Returns the paths written. Plots already listed in ``result["plots"]`` are linked;
+    ``result["notes"]`` (markdown lines, e.g. a recipe's seed-specific table) is added before
+    them.
     """
     output_dir = os.fspath(output_dir)
     os.makedirs(output_dir, exist_ok=True)
@@ -393,6 +395,8 @@ def write_report(result: dict, output_dir) -> dict[str, str]:
                      f"{_fmt(m['floor'], m['floor_error'])} | {_fmt(m['bar'])} | {verdict} |")
     if result.get("comparison"):
         lines += ["", *comparison_lines(result["comparison"])]
+    if result.get("notes"):  # recipe-specific sections, as markdown lines
+        lines += ["", *result["notes"]]
     if result.get("plots"):
         lines += ["", "## Plots", ""]
         for path in result["plots"]:
@@ -402,3 +406,17 @@ def write_report(result: dict, output_dir) -> dict[str, str]:
     with open(md_path, "w") as handle:
         handle.write("\n".join(lines) + "\n")
     return {"json": json_path, "markdown": md_path}
+
+
+def add_metrics(result: dict, metrics) -> dict:
+    """Append recipe-specific :class:`~ddsim_gan.evaluation.metrics.MetricResult` rows (the
+    seed's own metrics, computed outside :func:`evaluate`) to an :func:`evaluate` result and
+    update ``passed`` and ``failed``; returns ``result``. Write the report again afterwards
+    (``ddsim_gan.recipe.finish`` does)."""
+    for metric in metrics:
+        row = metric.to_dict() if hasattr(metric, "to_dict") else dict(metric)
+        result["metrics"].append(row)
+        if row.get("passed") is False:
+            result["failed"].append(row["name"])
+    result["passed"] = not result["failed"]
+    return result

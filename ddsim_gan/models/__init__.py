@@ -8,8 +8,14 @@ first use.
 
 from ..data import preprocessing as _preprocessing  # noqa: F401  (registers the layers)
 from . import networks as _networks  # noqa: F401
+from . import calorimeter as _calorimeter  # noqa: F401
+from . import heads as _heads  # noqa: F401
+from . import regions as _regions  # noqa: F401  (region mixture; also imports chain)
+from . import chain as _chain  # noqa: F401  (NoiseSlice; auto-regressive chain)
 
-_LAZY = {"ConditionalGAN": "gan", "build_conditional_gan": "builders"}
+_LAZY = {"ConditionalGAN": "gan", "build_conditional_gan": "builders",
+         "build_vector_gan": "builders", "AutoregressiveChain": "chain",
+         "ConditionalFlow": "flow"}
 
 
 def load_generator(path):
@@ -28,4 +34,5 @@ def __getattr__(name):
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-__all__ = ["ConditionalGAN", "build_conditional_gan", "load_generator"]
+__all__ = ["AutoregressiveChain", "ConditionalFlow", "ConditionalGAN",
+           "build_conditional_gan", "build_vector_gan", "load_generator"]

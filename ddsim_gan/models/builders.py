@@ -3,18 +3,21 @@
 from __future__ import annotations
 
 import math
+from statistics import NormalDist
 
+import keras
 import numpy as np
 
-from ..data.preprocessing import ConditionEncoder, LogScale
-from . import networks, penalties as penalty_objects
+from ..data.preprocessing import ConditionEncoder, LogScale, QuantileTransform
+from . import layerwise, networks, penalties as penalty_objects
 from .gan import ConditionalGAN
 
 
 def fit_response(detector, conditions, samples, energy_condition) -> tuple[float, float]:
     """Mean and a bound on the spread of log(sum_E / E), for :class:`EnergyShareHead`.
 
-    The bound is six standard deviations of the training data's log response, between 0.02 and 3.
+    The bound is three standard deviations of the training data's log response, between 0.02
+    and 3.
     """
     index = detector.condition_names.index(energy_condition)
     energy = np.asarray(conditions, np.float64)[:, index]
@@ -23,7 +26,7 @@ def fit_response(detector, conditions, samples, energy_condition) -> tuple[float
     if not useful.any():
         raise ValueError("no event with positive energy and condition to fit the response")
     log_ratio = np.log(totals[useful] / energy[useful])
-    return float(log_ratio.mean()), float(np.clip(6.0 * log_ratio.std(), 0.02, 3.0))
+    return float(log_ratio.mean()), float(np.clip(3.0 * log_ratio.std(), 0.02, 3.0))
 
 
 def _start_from_the_mean_shower(generator, samples) -> None:
@@ -32,23 +35,32 @@ def _start_from_the_mean_shower(generator, samples) -> None:
     would put every cell below the readout threshold, where no gradient flows)."""
     flat = np.asarray(samples, np.float64).reshape(len(samples), -1)
     fractions = (flat / np.maximum(flat.sum(axis=1, keepdims=True), 1e-12)).mean(axis=0)
-    bias = generator.get_layer("output_dense").bias
     start = np.log(fractions + 1e-6 * fractions.max())
-    bias.assign(np.append(start - start.mean(), 0.0).astype("float32"))
+    names = [layer.name for layer in generator.layers]
+    if "output_bias" in names:                      # layer-wise: a bias per cell, no response
+        generator.get_layer("output_bias").bias.assign((start - start.mean()).astype("float32"))
+    else:
+        bias = generator.get_layer("output_dense").bias
+        bias.assign(np.append(start - start.mean(), 0.0).astype("float32"))
 
 
 def build_conditional_gan(detector, train_conditions, train_samples=None, *, max_value=None,
                           latent_dim=64, generator_hidden=(512, 512), critic_hidden=(512, 256),
                           critic_steps=4, gradient_penalty=10.0, shower_features=True,
-                          log_scale=1.0, energy_condition=None, extra_penalties=(), seed=0):
-    """A dense conditional WGAN-GP for an image detector.
+                          log_scale=1.0, energy_condition=None, extra_penalties=(), seed=0,
+                          critic_features=(), architecture="dense", layer_code=64):
+    """A conditional WGAN-GP for an image detector: dense networks, or with
+    ``architecture="layerwise"`` the factorized ones of :mod:`~ddsim_gan.models.layerwise`.
 
     Samples are normalized by ``LogScale(log_scale, log1p(max_value / log_scale))`` so cells span
     [0, ~1]; conditions by a :class:`ConditionEncoder` adapted to ``train_conditions``.
     ``max_value`` defaults to the largest cell of ``train_samples``. With ``energy_condition``
     (a condition name) the generator ends in an
     :class:`~ddsim_gan.models.networks.EnergyShareHead` scaled by that condition, its response
-    fitted on ``train_samples``.
+    fitted on ``train_samples``. ``critic_features`` are extra feature layers of the normalized
+    sample (e.g. :class:`~ddsim_gan.models.networks.SeedHitFeatures`) concatenated into the
+    critic's input, or functions ``(log_scale, norm) -> layer`` that build them for the sample
+    transform chosen here.
     """
     if max_value is None:
         if train_samples is None:
@@ -70,14 +82,73 @@ def build_conditional_gan(detector, train_conditions, train_samples=None, *, max
             detector.sample_shape, detector.condition_names.index(energy_condition), mean,
             detector.threshold, response_spread=spread, name="energy_share")
         output_units = math.prod(detector.sample_shape) + 1
-    generator = networks.dense_generator(latent_dim, encoder.output_width, detector.sample_shape,
-                                         hidden=generator_hidden, output_units=output_units)
+    if architecture == "layerwise":
+        if head is None or "layer" not in (detector.axes or ()):
+            raise ValueError("the layer-wise architecture needs an energy_condition and a "
+                             "'layer' axis")
+        layer_axis = detector.axes.index("layer")
+        generator = layerwise.layerwise_generator(
+            latent_dim, encoder.output_width, detector.sample_shape, layer_axis,
+            hidden=generator_hidden, layer_code=layer_code)
+    elif architecture == "dense":
+        generator = networks.dense_generator(latent_dim, encoder.output_width,
+                                             detector.sample_shape, hidden=generator_hidden,
+                                             output_units=output_units)
+    else:
+        raise ValueError(f"architecture must be 'dense' or 'layerwise', got {architecture!r}")
     if head is not None:
         _start_from_the_mean_shower(generator, train_samples)
-    critic = networks.dense_critic(detector.sample_shape, encoder.output_width,
-                                   hidden=critic_hidden, features=features)
+    all_features = [features, *[f if isinstance(f, keras.layers.Layer) else f(log_scale, norm)
+                                for f in critic_features]]
+    if architecture == "layerwise":
+        critic = layerwise.layerwise_critic(detector.sample_shape, encoder.output_width,
+                                            layer_axis, hidden=critic_hidden,
+                                            layer_code=layer_code, features=all_features)
+    else:
+        critic = networks.dense_critic(detector.sample_shape, encoder.output_width,
+                                       hidden=critic_hidden, features=all_features)
     penalties = [penalty_objects.GradientPenalty(gradient_penalty), *extra_penalties]
     return ConditionalGAN(generator, critic, encoder, transform, latent_dim,
                           threshold=detector.threshold, penalties=penalties,
                           critic_steps=critic_steps, seed=seed, output_head=head,
                           name=f"{detector.name}_gan")
+
+
+def build_vector_gan(condition_encoder, train_conditions, train_samples, *, latent_dim=8,
+                     generator_hidden=(128, 128, 128), critic_hidden=(128, 128, 128),
+                     critic_steps=4, gradient_penalty=10.0, one_sided=True, n_quantiles=1000,
+                     seed=0, name="vector_gan", output_head=None):
+    """A dense conditional WGAN-GP for a few numbers per event (vector outputs: S1, S2, f200;
+    DLLs; one link of an auto-regressive chain).
+
+    ``condition_encoder`` (a :class:`ConditionEncoder`, e.g. ``ConditionEncoder.for_detector``)
+    is adapted to ``train_conditions``; the ``[n, k]`` outputs are Gaussianized by a
+    :class:`QuantileTransform` adapted to ``train_samples`` (point masses kept), and the
+    generator ends in that Gaussian space (squashed into the range the transform inverts by
+    :class:`~ddsim_gan.models.networks.SoftClip`). ``one_sided`` uses the one-sided
+    :class:`~ddsim_gan.models.penalties.LipschitzPenalty` instead of the two-sided gradient
+    penalty, which traps the critic of a one-dimensional output (see its docstring).
+    ``output_head`` (e.g. :class:`~ddsim_gan.models.heads.ThresholdTieHead`, adapted to the
+    training samples) maps the generator's Gaussian units to physical samples instead of the
+    inverse transform.
+    """
+    samples = np.asarray(train_samples, np.float32)
+    samples = samples.reshape(len(samples), -1)
+    width = samples.shape[1]
+    condition_encoder.adapt(train_conditions)
+    transform = QuantileTransform(width, n_quantiles, name="sample_transform", dtype="float32")
+    transform.adapt(samples)
+    base = networks.dense_generator(
+        latent_dim, condition_encoder.output_width, (width,), hidden=generator_hidden,
+        output_activation="linear",
+        output_units=None if output_head is None else output_head.input_units)
+    # keep the output inside the range the transform inverts (else no gradient comes back)
+    bound = NormalDist().inv_cdf(1.0 - transform.epsilon)
+    generator = keras.Model(base.inputs, networks.SoftClip(bound, name="soft_clip")(base.output),
+                            name="generator")
+    critic = networks.dense_critic((width,), condition_encoder.output_width, hidden=critic_hidden)
+    penalty = (penalty_objects.LipschitzPenalty if one_sided
+               else penalty_objects.GradientPenalty)
+    return ConditionalGAN(generator, critic, condition_encoder, transform, latent_dim,
+                          penalties=[penalty(gradient_penalty)], critic_steps=critic_steps,
+                          seed=seed, name=name, output_head=output_head)

@@ -95,11 +95,14 @@ class ConditionalGAN(keras.Model):
         self.sampler = keras.Model([conditions, noise], self._physical(raw, conditions),
                                    name="sampler")
 
+    def draw_noise(self, encoded):
+        """Latent noise for a batch of encoded conditions, from the model's seed generator."""
+        return keras.random.normal((keras.ops.shape(encoded)[0], self.latent_dim),
+                                   seed=self.seed_generator)
+
     def generate_normalized(self, encoded, conditions, training=False):
         """Generated samples in the critic's normalized units for encoded/physical conditions."""
-        noise = keras.random.normal((keras.ops.shape(encoded)[0], self.latent_dim),
-                                    seed=self.seed_generator)
-        raw = self.generator([noise, encoded], training=training)
+        raw = self.generator([self.draw_noise(encoded), encoded], training=training)
         # Always through physical units: the critic then sees generated samples exactly as it
         # sees real ones (a quantile transform's point masses collapse the same way).
         return self.sample_transform(self._physical(raw, conditions))
@@ -204,9 +207,11 @@ class ConditionalGAN(keras.Model):
         return total, terms
 
     def _chunks(self, tensor):
+        """Strided chunks (event i goes to critic step i mod critic_steps): under a
+        distribution strategy the replicas' chunks k together are the global batch's chunk k."""
         shape = tf.shape(tensor)
-        chunked = tf.reshape(tensor, tf.concat([[self.critic_steps, -1], shape[1:]], axis=0))
-        return tf.unstack(chunked, num=self.critic_steps)
+        chunked = tf.reshape(tensor, tf.concat([[-1, self.critic_steps], shape[1:]], axis=0))
+        return tf.unstack(chunked, num=self.critic_steps, axis=1)
 
     def train_step(self, data):
         conditions, samples = data

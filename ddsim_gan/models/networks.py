@@ -128,7 +128,8 @@ class EnergyShareHead(keras.layers.Layer):
 
         sum_E = E exp(log_response + s tanh(rho / s)),   cell_i = sum_E softmax(logits)_i,
 
-    then cells below the readout ``threshold`` are zeroed. ``log_response`` is the mean log of
+    then cells below the readout ``threshold`` are zeroed and the others rescaled to keep the
+    sum. ``log_response`` is the mean log of
     sum_E / E in the training data (0 for a total-absorption ECAL conditioned on its deposit,
     the sampling fraction in MIP per GeV for SiW); ``response_spread`` s bounds how far one
     event's response may stray from it (a few times the spread seen in the training data: a
@@ -159,9 +160,13 @@ class EnergyShareHead(keras.layers.Layer):
         spread = self.response_spread
         rho = spread * ops.tanh(raw[:, -1:] / spread)
         total = energy * ops.exp(self.log_response + rho)
-        cells = total * ops.softmax(raw[:, :-1], axis=-1)
-        cells = cells * ops.cast(cells >= self.threshold, "float32")
-        return ops.reshape(cells, (-1,) + self.sample_shape)
+        shares = ops.softmax(raw[:, :-1], axis=-1)
+        # Cells below the readout threshold read zero; the energy they would have held goes to
+        # the cells that are read out, so the event's sum stays total (a full-absorption ECAL
+        # conditioned on what it measured; its threshold losses are in log_response).
+        shares = shares * ops.cast(total * shares >= self.threshold, "float32")
+        shares = shares / ops.maximum(ops.sum(shares, axis=-1, keepdims=True), 1e-12)
+        return ops.reshape(total * shares, (-1,) + self.sample_shape)
 
     def compute_output_shape(self, input_shapes):
         return (input_shapes[0][0],) + self.sample_shape
@@ -172,21 +177,145 @@ class EnergyShareHead(keras.layers.Layer):
                 "threshold": self.threshold, "response_spread": self.response_spread}
 
 
+
+@keras.saving.register_keras_serializable(package=_PACKAGE)
+class SoftClip(keras.layers.Layer):
+    """y = bound * tanh(x / bound): a generator output that stays inside (-bound, bound).
+
+    A :class:`~ddsim_gan.data.preprocessing.QuantileTransform` clamps its Gaussian units at
+    ``|y| <= Phi^-1(1 - epsilon)`` (3.72 by default); a generator whose linear output wanders
+    beyond the clamp gets no gradient back through the critic's physical round trip and stays
+    there. Squashing the output into the invertible range keeps every value trainable, and is the
+    identity to within 1 % for ``|x| < bound / 6``.
+    """
+
+    def __init__(self, bound=3.7, **kwargs):
+        super().__init__(**kwargs)
+        self.bound = float(bound)
+
+    def call(self, x):
+        return self.bound * ops.tanh(x / self.bound)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {**super().get_config(), "bound": self.bound}
+
+
 def dense_critic(sample_shape, condition_width, hidden=(512, 256), features=None,
                  name="critic"):
     """``[normalized sample, encoded conditions]`` -> score (float32, no activation).
 
     No batch normalization: the gradient penalty is defined per event (arXiv:1704.00028, sec. 4).
-    ``features`` (e.g. :class:`ShowerFeatures`) adds physics summaries next to the raw cells.
+    ``features`` (e.g. :class:`ShowerFeatures`, or a list of such layers) adds physics summaries
+    next to the raw cells.
     """
     sample = keras.Input(tuple(sample_shape), name="sample")
     conditions = keras.Input((condition_width,), name="encoded_conditions")
     pieces = [layers.Flatten()(sample), conditions]
-    if features is not None:
-        pieces.append(features(sample))
+    for feature in (features if isinstance(features, (list, tuple)) else [features]):
+        if feature is not None:
+            pieces.append(feature(sample))
     x = layers.Concatenate()(pieces)
     for i, units in enumerate(hidden):
         x = layers.Dense(units, name=f"dense_{i}")(x)
         x = layers.LeakyReLU(0.2)(x)
     score = layers.Dense(1, dtype="float32", name="score")(x)
     return keras.Model([sample, conditions], score, name=name)
+
+
+@keras.saving.register_keras_serializable(package=_PACKAGE)
+class SeedHitFeatures(keras.layers.Layer):
+    """Seed 003's hits, per layer, as critic features: a hit is a cell above ``fraction`` of the
+    hottest cell of its event (5 %).
+
+    With y the normalized cells (the :class:`~ddsim_gan.data.preprocessing.LogScale` of
+    ``scale``, ``norm``), the hit cut of an event is c = log1p(fraction E_max / scale) / norm,
+    E_max = scale expm1(norm max(y)); a cell's soft hit is sigmoid((y - c) / temperature), and per
+    layer the features are
+
+        log1p(sum of soft hits in the layer) / log1p(cells per layer),
+        sigmoid((max of the layer's y - c) / temperature)   (a soft "the layer is hit"),
+
+    so the critic sees the seed's nhits per layer and the per-layer occupancy (seed 003's 2D
+    WGAN never hit layer 1) directly, as CaloGAN's critic sees energy sums (M. Paganini et al.,
+    arXiv:1705.02355). Taken in normalized units, like :class:`ShowerFeatures`' soft count, so
+    the slopes stay bounded for the gradient penalty. ``temperature`` is in normalized units
+    (0.02 is about 1 MIP near the cut for a SiW shower).
+    """
+
+    def __init__(self, scale, norm, layer_axis=0, fraction=0.05, temperature=0.02, **kwargs):
+        super().__init__(**kwargs)
+        self.scale = float(scale)
+        self.norm = float(norm)
+        self.layer_axis = int(layer_axis)
+        self.fraction = float(fraction)
+        self.temperature = float(temperature)
+
+    def call(self, normalized):
+        y = ops.cast(normalized, "float32")
+        rank = len(y.shape)
+        layer = self.layer_axis + 1
+        order = [0, layer] + [a for a in range(1, rank) if a != layer]
+        per_layer = ops.reshape(ops.transpose(y, order), (ops.shape(y)[0], y.shape[layer], -1))
+        peak = ops.max(ops.reshape(y, (ops.shape(y)[0], -1)), axis=1)
+        peak_energy = self.scale * ops.expm1(peak * self.norm)
+        cut = (ops.log1p(self.fraction * peak_energy / self.scale) / self.norm)[:, None]
+        soft = ops.sigmoid((per_layer - cut[:, :, None]) / self.temperature)
+        count = ops.log1p(ops.sum(soft, axis=2)) / math.log1p(per_layer.shape[2])
+        hit = ops.sigmoid((ops.max(per_layer, axis=2) - cut) / self.temperature)
+        return ops.concatenate([count, hit], axis=1)
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], 2 * input_shape[self.layer_axis + 1])
+
+    def get_config(self):
+        return {**super().get_config(), "scale": self.scale, "norm": self.norm,
+                "layer_axis": self.layer_axis, "fraction": self.fraction,
+                "temperature": self.temperature}
+
+
+@keras.saving.register_keras_serializable(package=_PACKAGE)
+class ImageMomentFeatures(keras.layers.Layer):
+    """The Gaussian moments of a 2D image ``[a, b]`` as critic features (TPC-FastSim,
+    A. Maevskiy et al., Eur. Phys. J. C 81 (2021) 599, judges its pad-response GAN by them):
+    the charge-weighted mean and width along each axis, their correlation, and the log total.
+
+    Cells are taken back to physical units through the
+    :class:`~ddsim_gan.data.preprocessing.LogScale` (``scale``, ``norm``) and weighted by their
+    value; coordinates are in cells, centred on the image. Outputs, per event: mean_a / n_a,
+    mean_b / n_b, width_a / n_a, width_b / n_b (times 4), the correlation
+    cov_ab / (width_a width_b + eps), and log1p(total / scale) / norm.
+    """
+
+    def __init__(self, scale, norm, **kwargs):
+        super().__init__(**kwargs)
+        self.scale = float(scale)
+        self.norm = float(norm)
+
+    def call(self, normalized):
+        energy = self.scale * ops.expm1(ops.cast(normalized, "float32") * self.norm)
+        n_a, n_b = energy.shape[1], energy.shape[2]
+        total = ops.sum(energy, axis=(1, 2))
+        safe = total + 1e-6
+        ca = ops.arange(n_a, dtype="float32") - (n_a - 1) / 2.0
+        cb = ops.arange(n_b, dtype="float32") - (n_b - 1) / 2.0
+        pa, pb = ops.sum(energy, axis=2), ops.sum(energy, axis=1)
+        mean_a = ops.sum(pa * ca, axis=1) / safe
+        mean_b = ops.sum(pb * cb, axis=1) / safe
+        var_a = ops.sum(pa * ops.square(ca[None, :] - mean_a[:, None]), axis=1) / safe
+        var_b = ops.sum(pb * ops.square(cb[None, :] - mean_b[:, None]), axis=1) / safe
+        da = ca[None, :, None] - mean_a[:, None, None]
+        db = cb[None, None, :] - mean_b[:, None, None]
+        cov = ops.sum(energy * da * db, axis=(1, 2)) / safe
+        width_a, width_b = ops.sqrt(var_a + 1e-6), ops.sqrt(var_b + 1e-6)
+        return ops.stack([mean_a / n_a, mean_b / n_b, 4.0 * width_a / n_a, 4.0 * width_b / n_b,
+                          cov / (width_a * width_b), ops.log1p(total / self.scale) / self.norm],
+                         axis=1)
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], 6)
+
+    def get_config(self):
+        return {**super().get_config(), "scale": self.scale, "norm": self.norm}

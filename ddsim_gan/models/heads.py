@@ -1,0 +1,105 @@
+"""Output heads for vector detectors: Gaussian generator units -> physical units, with structure.
+
+A :class:`~ddsim_gan.models.gan.ConditionalGAN` with an ``output_head`` hands the head the
+generator's raw output and the physical conditions, and takes the head's output as the physical
+sample (the critic then sees ``sample_transform`` of it). The heads here start from
+:class:`QuantileHead`: the generator works in the Gaussian units of a quantile transform, the head
+maps them back through the inverse empirical CDF (the same map as
+:class:`~ddsim_gan.data.preprocessing.QuantileTransform`'s inverse, so point masses stay exact),
+then imposes what the detector guarantees and a generator would only approximate:
+
+* :class:`ThresholdTieHead`: below a Cherenkov threshold a particle hypothesis gives no ring, so
+  its likelihood *is* the "below threshold" likelihood and the two DLLs are equal, exactly
+  (seed 001; DESIGN.md "RICH Cherenkov thresholds");
+* :class:`~ddsim_gan.models.regions.RegionHead`: particles of one region stay in it (seed 004).
+
+``keras.ops`` only: the heads load under every Keras backend.
+"""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+from keras import ops
+
+from ..data.preprocessing import QuantileTransform
+
+_PACKAGE = "ddsim_gan"
+
+
+@keras.saving.register_keras_serializable(package=_PACKAGE)
+class QuantileHead(keras.layers.Layer):
+    """``[raw (N, n) Gaussian units, conditions] -> physical (N, n)`` by the inverse CDF of the
+    training samples (adapt with :meth:`adapt`), then :meth:`constrain`."""
+
+    def __init__(self, n_features=1, n_quantiles=1000, epsilon=1e-4, **kwargs):
+        super().__init__(**kwargs)
+        self.n_features = int(n_features)
+        self.n_quantiles = int(n_quantiles)
+        self.epsilon = float(epsilon)
+        self.quantiles = QuantileTransform(self.n_features, self.n_quantiles, self.epsilon,
+                                           name="quantiles", dtype=self.dtype_policy)
+
+    @property
+    def input_units(self) -> int:
+        """Width of the generator output this head expects."""
+        return self.n_features
+
+    def adapt(self, samples):
+        self.quantiles.adapt(np.asarray(samples, np.float64).reshape(len(samples),
+                                                                     self.n_features))
+        return self
+
+    def build(self, input_shape):
+        # the quantile table is created in __init__; nothing depends on the input shape
+        if not self.quantiles.built:
+            self.quantiles.build(None)
+        self.built = True
+
+    def constrain(self, samples, conditions):
+        """Physical samples -> physical samples that respect the detector; identity here."""
+        return samples
+
+    def call(self, inputs):
+        raw, conditions = inputs
+        samples = self.quantiles(ops.cast(raw, "float32"), inverse=True)
+        return self.constrain(samples, ops.cast(conditions, "float32"))
+
+    def compute_output_shape(self, input_shapes):
+        return (input_shapes[0][0], self.n_features)
+
+    def get_config(self):
+        return {**super().get_config(), "n_features": self.n_features,
+                "n_quantiles": self.n_quantiles, "epsilon": self.epsilon}
+
+
+@keras.saving.register_keras_serializable(package=_PACKAGE)
+class ThresholdTieHead(QuantileHead):
+    """:class:`QuantileHead` whose columns copy another column below a threshold of a condition.
+
+    ``ties`` lists ``(target, source, condition_index, threshold)``: wherever
+    ``conditions[:, condition_index] <= threshold``, ``sample[:, target] = sample[:, source]``.
+    For the LHCb RICH (seed 001): a hypothesis below its Cherenkov threshold in both radiators
+    has exactly the likelihood of "below threshold", so RichDLLk == RichDLLbt for
+    P <= m_K / sqrt(n^2 - 1) = 9.33 GeV/c and RichDLLp == RichDLLbt for P <= 17.7 GeV/c
+    (C4F10, n = 1.0014, the radiator with the lower thresholds). The generator still emits every
+    column; below the threshold the tied one is simply not used.
+    """
+
+    def __init__(self, n_features=1, ties=(), n_quantiles=1000, epsilon=1e-4, **kwargs):
+        super().__init__(n_features, n_quantiles, epsilon, **kwargs)
+        self.ties = [(int(t), int(s), int(c), float(v)) for t, s, c, v in ties]
+        for target, source, _, _ in self.ties:
+            if not (0 <= target < self.n_features and 0 <= source < self.n_features):
+                raise ValueError(f"ThresholdTieHead: tie {target} <- {source} outside the "
+                                 f"{self.n_features} sample columns")
+
+    def constrain(self, samples, conditions):
+        columns = [samples[:, j] for j in range(self.n_features)]
+        for target, source, condition, threshold in self.ties:
+            below = conditions[:, condition] <= threshold
+            columns[target] = ops.where(below, samples[:, source], columns[target])
+        return ops.stack(columns, axis=1)
+
+    def get_config(self):
+        return {**super().get_config(), "ties": [list(tie) for tie in self.ties]}

@@ -1,0 +1,178 @@
+"""LHCb ECAL: conditional WGAN-GP with an auxiliary regressor for the shower asymmetry (seed 001).
+
+    python recipes/lhcb_ecal_aux_gan.py --quick --output-dir runs/lhcb_quick
+    python recipes/lhcb_ecal_aux_gan.py --output-dir runs/lhcb_aux
+    python recipes/lhcb_ecal_aux_gan.py --no-regressor --output-dir runs/lhcb_no_regressor
+    python tools/compare_runs.py runs/lhcb_aux runs/lhcb_no_regressor --output runs/lhcb.md
+
+Generates the 30 x 30 cells (20 mm, MeV) around the impact point of an electron or positron on
+the LHCb ECAL, given its entry point (x, y, z) and momentum (px, py, pz). As in seed 001
+(A. Rogachev, F. Ratnikov, arXiv:2207.06329) an auxiliary regressor is trained jointly with the
+GAN, on reference images only, to predict the shower asymmetry
+(:meth:`~ddsim_gan.detectors.lhcb_ecal.LHCbECAL.asymmetry`, computed in NumPy in the input
+pipeline: not part of any graph); its prediction on generated images enters the critic as an
+extra feature, concatenated to every critic layer (:mod:`ddsim_gan.models.auxiliary`).
+``--no-regressor`` trains the same generator and critic without it (the ablation).
+
+Both models condition through an :class:`~ddsim_gan.data.geometry_encoders.ImpactPointEncoder`
+(the six conditions plus the slopes and the impact point's offset in the image frame, which
+the asymmetry and the energy centre depend on) and end in an energy-sharing head scaled by pz
+(sum_E = pz x a learned bounded response, which also learns |p| / pz from the slopes).
+
+Bars (issue 4): ``W1/sigma:asymmetry`` <= 0.05 and ``W1/sigma:centre_x``, ``centre_y``,
+``width_x``, ``width_y`` <= 0.05. Also reported: the transverse asymmetry, and the regressor's
+RMS error (in units of the asymmetry's spread) on reference and on generated images.
+Outputs as every recipe (report with the shower-library baseline, plots, SavedModel under
+``<export-base>/lhcb_ecal_aux_gan[_no_regressor]/<version>/``).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+RECIPE = "lhcb_ecal_aux_gan"
+DETECTOR = "lhcb_ecal"
+
+#                 quick (< 2 min on 2 cores)       full (<= 30 min on 2 cores)
+PRESETS = {
+    "quick": dict(n_train=8_192, n_test=2_000, batch_size=128, epochs=2, steps_per_epoch=40,
+                  time_limit_minutes=None),
+    "full": dict(n_train=100_000, n_test=20_000, batch_size=128, epochs=60, steps_per_epoch=500,
+                 time_limit_minutes=25),
+}
+BARS = {"W1/sigma:centre_x": 0.05, "W1/sigma:centre_y": 0.05, "W1/sigma:width_x": 0.05,
+        "W1/sigma:width_y": 0.05}
+BAR_ASYMMETRY = 0.05
+
+
+def _extra_options(parser):
+    parser.add_argument("--no-regressor", action="store_true",
+                        help="the ablation: the same GAN without the auxiliary regressor")
+    parser.add_argument("--n-test", type=int, help="override the preset's held-out events")
+    parser.add_argument("--hidden", type=int, default=None,
+                        help="width of every hidden layer (default 256; small values for tests)")
+    parser.add_argument("--no-library", action="store_true",
+                        help="skip the shower-library baseline row")
+
+
+def asymmetry_metrics(detector, conditions, ref, gen, ref2, gan=None, seed=0) -> list:
+    """W1/sigma of the asymmetry (bar) and of the transverse asymmetry, and, for the regressor
+    GAN, its RMS error / sigma(asymmetry) on reference and on generated images."""
+    import numpy as np
+
+    from ddsim_gan.evaluation import MetricResult, compare, wasserstein_over_sigma
+
+    rows = []
+    for name, orthogonal, bar in (("asymmetry", False, BAR_ASYMMETRY),
+                                  ("asymmetry_transverse", True, None)):
+        values = [None if s is None else detector.asymmetry(s, conditions, orthogonal=orthogonal)
+                  for s in (ref, gen, ref2)]
+        rows.append(compare(f"W1/sigma:{name}", wasserstein_over_sigma, *values, bar=bar,
+                            seed=seed + len(rows)))
+    if hasattr(gan, "predict_metric"):
+        sigma = float(detector.asymmetry(ref, conditions).std())
+        for label, samples in (("reference", ref), ("generated", gen)):
+            truth = detector.asymmetry(samples, conditions)
+            error = gan.predict_metric(conditions, samples) - truth
+            rows.append(MetricResult(f"regressor_rms_error/sigma:{label}",
+                                     float(np.sqrt(np.mean(error ** 2)) / sigma),
+                                     extra={"bias": float(error.mean() / sigma)}))
+    return rows
+
+
+def asymmetry_plots(detector, conditions, ref, gen, plot_dir) -> list[str]:
+    """Asymmetry and transverse asymmetry with ratio panels; mean asymmetry vs incidence angle."""
+    import os
+
+    import numpy as np
+
+    from ddsim_gan.evaluation import plots as P
+
+    paths = []
+    for name, orthogonal in (("asymmetry", False), ("asymmetry_transverse", True)):
+        paths.append(P.plot_histogram_ratio(
+            detector.asymmetry(ref, conditions, orthogonal=orthogonal),
+            detector.asymmetry(gen, conditions, orthogonal=orthogonal), label=name,
+            path=os.path.join(plot_dir, f"hist_{name}.png")))
+    c = np.asarray(conditions, np.float64)
+    angle = 1e3 * np.arctan(np.hypot(c[:, 3], c[:, 4]) / c[:, 5])
+    paths.append(P.plot_conditional_means(
+        angle, detector.asymmetry(ref, conditions), angle, detector.asymmetry(gen, conditions),
+        path=os.path.join(plot_dir, "conditional_asymmetry_vs_angle.png"),
+        condition_label="incidence angle [mrad]", value_label="asymmetry"))
+    return paths
+
+
+def build_model(detector, data, train_targets, regressor=True, hidden=None, seed=0):
+    from ddsim_gan.data.geometry_encoders import ImpactPointEncoder
+    from ddsim_gan.models.auxiliary import build_auxiliary_gan
+
+    width = hidden or 256
+    encoder = ImpactPointEncoder.for_detector(detector, name="condition_encoder",
+                                              dtype="float32")
+    return build_auxiliary_gan(
+        detector, data.train_conditions, data.train_samples, train_targets,
+        condition_encoder=encoder, regressor=regressor, energy_condition="pz",
+        generator_hidden=(width, width), critic_hidden=(width, width),
+        regressor_hidden=(width, width // 2), critic_steps=4, seed=seed)
+
+
+def main(argv=None):
+    from ddsim_gan import recipe
+
+    args = recipe.parse_args(RECIPE, __doc__, argv, extra=_extra_options)
+    settings = recipe.settings_for(args, PRESETS)
+    if args.n_test is not None:
+        settings["n_test"] = args.n_test
+    name = RECIPE + ("_no_regressor" if args.no_regressor else "")
+    if args.output_dir == Path("runs") / RECIPE:       # the shared default: one per variant
+        args.output_dir = Path("runs") / name
+
+    import keras
+
+    from ddsim_gan import detectors
+    from ddsim_gan.evaluation import ShowerLibrary, compare_generators, evaluate
+    from ddsim_gan.evaluation.report import add_metrics
+    from ddsim_gan.models.auxiliary import metric_batch_map
+
+    started = recipe.setup(args)
+    detector = detectors.get(DETECTOR)
+    data = recipe.prepare_data(detector, args, settings)
+    targets = detector.asymmetry(data.train_samples, data.train_conditions)
+
+    gan = build_model(detector, data, targets, regressor=not args.no_regressor,
+                      hidden=args.hidden, seed=args.seed)
+    optimizers = recipe.wgan_optimizers(settings, learning_rate=2e-4)
+    batch_map = None
+    if not args.no_regressor:
+        optimizers["regressor_optimizer"] = keras.optimizers.Adam(1e-3)
+        batch_map = metric_batch_map(detector.asymmetry, detector.n_conditions,
+                                     detector.sample_shape)
+    gan.compile(**optimizers, jit_compile=not args.no_jit)
+    history = recipe.train(gan, detector, data, settings, args, batch_map=batch_map)
+    recipe.save_model(gan, name, detector, args, regressor=not args.no_regressor)
+
+    generated = gan.generate(data.test_conditions, seed=args.seed + 1)
+    result = evaluate(detector, data.test_conditions, data.test_samples, generated,
+                      data.floor_samples, bars=BARS, classifier=True, plots=not args.no_plots,
+                      seed=args.seed, output_dir=args.output_dir)
+    add_metrics(result, asymmetry_metrics(detector, data.test_conditions, data.test_samples,
+                                          generated, data.floor_samples, gan, seed=args.seed))
+    if not args.no_plots:
+        result["plots"] += asymmetry_plots(detector, data.test_conditions, data.test_samples,
+                                           generated, args.output_dir / "plots")
+    result["model"] = "no_regressor" if args.no_regressor else "aux_regressor"
+    generators = {f"GAN ({result['model']})": gan}
+    if not args.no_library:
+        generators["shower library (k=10)"] = ShowerLibrary(
+            detector, data.train_conditions, data.train_samples)
+    result["comparison"] = compare_generators(
+        detector, data.test_conditions, data.test_samples, data.floor_samples, generators,
+        metrics=("W1/sigma:centre_x", "W1/sigma:width_x", "W1/sigma:mean", "classifier_auc"),
+        seed=args.seed)
+    return recipe.finish(result, name, settings, args, history, started, data)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,370 @@
+"""LUXE beam dump: WGAN of the particles crossing the sampling plane, with split learning (seed 004).
+
+    python recipes/luxe_split_wgan.py --quick --output-dir runs/luxe_quick
+    python recipes/luxe_split_wgan.py --output-dir runs/luxe_split --export-base saved_models
+    python recipes/luxe_split_wgan.py --no-split --output-dir runs/luxe_nosplit \\
+        --compare-run runs/luxe_split
+
+The seed's method, step by step: the features are quantile-transformed (inside the model); a
+conditional WGAN-GP (condition: particle species) learns them; the KL divergence of every
+feature is monitored each epoch by a Keras callback (:class:`~ddsim_gan.evaluation.MetricMonitor`,
+in the Keras logs and in TensorBoard under ``region_<name>/logs/physics``); and *split learning*
+trains one model per region of the plane, inner (r < 100 mm) and outer, each "trained on (r, x, y)
+and the rest, generating (x, y) and the rest": the critic sees r derived from the generated
+(x, y) (:class:`~ddsim_gan.models.regions.RadialQuantileTransform`) and an output head keeps each
+model's particles inside its region (:class:`~ddsim_gan.models.regions.RegionHead`). At sampling
+time the regions are mixed in the reference proportions per species; the mixture is one Keras
+model ``[conditions, noise] -> (x, y, p, phi_p, theta, t)`` (``generator.keras``) and one
+SavedModel. ``--no-split`` trains a single model on the whole plane with the same total number
+of steps, for comparison; ``--compare-run`` puts another run's numbers beside this one's.
+
+Bars (issue 3), on held-out particles: per feature KL <= 0.02 and W1/sigma <= 0.05, separately
+in the inner and the outer region (``inner/KL:x``, ``outer/W1/sigma:t``, ...), and the fraction of
+particles in the inner region within 0.01 of the reference (``region_fraction_inner``; per
+species in the report).
+
+Writes to the output directory: ``region_<name>/`` (training shards, TensorBoard logs, the best
+generator of each region), ``region_<name>.keras`` (each region's whole GAN, to continue
+training), ``regions.json``, ``generator.keras``, ``run.json``, ``metrics.json``, ``report.md``,
+``plots/`` and the SavedModel under ``<export-base>/luxe_split_wgan/<version>/``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+
+RECIPE = "luxe_split_wgan"
+DETECTOR = "luxe_dump"
+
+#   quick: < 2 min on 2 cores; full: <= 30 min on 2 cores. epochs, steps and the time limit are
+#   the totals: with split learning each region gets its share of them.
+PRESETS = {
+    "quick": dict(n_train=20_000, n_test=6_000, n_val=6_000, batch_size=256, epochs=2,
+                  steps_per_epoch=30, time_limit_minutes=None, library_size=20_000),
+    "full": dict(n_train=600_000, n_test=200_000, n_val=40_000, batch_size=512, epochs=60,
+                 steps_per_epoch=400, time_limit_minutes=24, library_size=600_000),
+}
+ARCHITECTURE = dict(latent_dim=16, generator_hidden=(256, 256, 256),
+                    critic_hidden=(256, 256, 256), critic_steps=4, gradient_penalty=10.0)
+REGIONS = ("inner", "outer")
+REGION_SHARE = {"inner": 0.5, "outer": 0.5}  # of the epochs and of the time limit
+KL_BAR, W1_BAR, FRACTION_BAR = 0.02, 0.05, 0.01
+LOG_FEATURES = ("p", "t")  # span about six decades: plotted on log axes
+
+
+def _extra(parser):
+    parser.add_argument("--no-split", action="store_true",
+                        help="train one model on the whole plane instead of one per region")
+    parser.add_argument("--compare-run", type=Path, default=None,
+                        help="another run's output directory (e.g. the --no-split one) whose "
+                        "region numbers go beside this run's in the report")
+    for key, text in (("n_test", "held-out particles for the evaluation"),
+                      ("n_val", "validation particles (per-epoch KL, model choice)"),
+                      ("library_size", "particles stored in the library baseline")):
+        parser.add_argument(f"--{key.replace('_', '-')}", type=int,
+                            help=f"{text} (override the preset)")
+
+
+def _settings(args, recipe):
+    settings = recipe.settings_for(args, PRESETS)
+    for key in ("n_test", "n_val", "library_size"):
+        if getattr(args, key, None) is not None:
+            settings[key] = getattr(args, key)
+    for key in ("n_train", "n_test", "n_val", "batch_size", "epochs", "steps_per_epoch",
+                "library_size"):
+        if settings[key] < 1:
+            raise SystemExit(f"{RECIPE}: --{key.replace('_', '-')} = {settings[key]}, expected "
+                             "a positive number")
+    if settings["batch_size"] % ARCHITECTURE["critic_steps"]:
+        raise SystemExit(f"{RECIPE}: --batch-size {settings['batch_size']} must be a multiple of "
+                         f"the {ARCHITECTURE['critic_steps']} critic steps")
+    if args.compare_run is not None and not (args.compare_run / "metrics.json").is_file():
+        raise SystemExit(f"{RECIPE}: --compare-run {args.compare_run}: no metrics.json there; "
+                         "point it at the output directory of a finished run")
+    return settings
+
+
+def region_bars(detector) -> dict:
+    return {**{f"KL:{name}": KL_BAR for name in detector.sample_names},
+            **{f"W1/sigma:{name}": W1_BAR for name in detector.sample_names}}
+
+
+def bar_score(values: dict) -> float:
+    """The largest metric / bar over the features: <= 1 means every bar is met."""
+    return max(values[name] / (KL_BAR if name.startswith("KL:") else W1_BAR)
+               for name in values)
+
+
+def region_plan(detector):
+    """(name, r_min, r_max, region index or None, share) of each model to train."""
+    radius = detector.INNER_RADIUS_MM
+    return [("inner", 0.0, radius, 0, REGION_SHARE["inner"]),
+            ("outer", radius, None, 1, REGION_SHARE["outer"])]
+
+
+def train_region(name, r_min, r_max, rows, share, data, val, detector, settings, args, recipe):
+    """Train one region's GAN (or the whole plane's); returns (gan, choice)."""
+    import keras
+
+    from ddsim_gan.evaluation import MetricMonitor
+    from ddsim_gan.models.regions import build_region_gan
+
+    region_args = argparse.Namespace(**vars(args))
+    region_args.output_dir = args.output_dir / f"region_{name}"
+    region_args.output_dir.mkdir(parents=True, exist_ok=True)
+    region_settings = dict(settings)
+    region_settings["epochs"] = max(1, round(settings["epochs"] * share))
+    if settings["time_limit_minutes"]:
+        region_settings["time_limit_minutes"] = settings["time_limit_minutes"] * share
+    region_data = recipe.RecipeData(data.train_conditions[rows], data.train_samples[rows],
+                                    data.test_conditions, data.test_samples, data.floor_samples,
+                                    data.source)
+    print(f"---- region {name!r}: {rows.sum():,} training particles, r in [{r_min:g}, "
+          f"{'inf' if r_max is None else f'{r_max:g}'}) mm", flush=True)
+    gan = build_region_gan(detector, region_data.train_conditions, region_data.train_samples,
+                           r_min=r_min, r_max=r_max, seed=args.seed, name=f"luxe_{name}",
+                           **ARCHITECTURE)
+    gan.compile(**recipe.wgan_optimizers(region_settings, learning_rate=2e-4),
+                jit_compile=not args.no_jit)
+    val_conditions, val_samples = val
+    best_path = region_args.output_dir / "best_generator.keras"
+    metric_names = (*(f"KL:{f}" for f in detector.sample_names),
+                    *(f"W1/sigma:{f}" for f in detector.sample_names))
+    monitor = MetricMonitor(detector, val_conditions, val_samples, every=1,
+                            metrics=metric_names, monitor=bar_score, best_path=best_path,
+                            log_dir=region_args.output_dir / "logs" / "physics",
+                            seed=args.seed, resume=True, averaged_weights=True)
+    history = recipe.train(gan, detector, region_data, region_settings, region_args,
+                           callbacks=[monitor])
+    # keep the better of the final (weight-averaged) generator and the best monitored epoch
+    choice = {"final": monitor.compute(gan.generate(val_conditions, seed=args.seed))["monitor"]}
+    if best_path.is_file():
+        best = keras.saving.load_model(best_path)
+        noise = np.random.default_rng(args.seed).standard_normal(
+            (len(val_conditions), gan.latent_dim)).astype(np.float32)
+        choice["best_epoch"] = monitor.compute(
+            best.predict([val_conditions, noise], batch_size=16384, verbose=0))["monitor"]
+        if choice["best_epoch"] < choice["final"]:
+            gan.generator.set_weights(best.get_layer("generator").get_weights())
+    print(f"region {name!r}: validation max(metric / bar) {choice}; keeping "
+          f"{min(choice, key=choice.get)}", flush=True)
+    return gan, {**choice, "kept": min(choice, key=choice.get), "epochs_run": len(
+        history.history.get("critic_loss", [])), "history": history}
+
+
+def region_fraction_metrics(detector, conditions, ref, gen, floor):
+    """|f_gen - f_ref| of the inner-region fraction, overall (with the bar) and per species."""
+    from ddsim_gan.evaluation.metrics import MetricResult, passes
+
+    labels = detector.conditions[0].labels
+    species = np.rint(conditions[:, 0]).astype(int)
+    regions = {key: detector.region_of(value) == 0 for key, value in
+               (("ref", ref), ("gen", gen), ("floor", floor)) if value is not None}
+    rows = []
+    for label, mask in (("", np.ones(len(species), bool)),
+                        *((f":{labels[s]}", species == s) for s in range(len(labels)))):
+        if not mask.any():
+            continue
+        f = {key: float(value[mask].mean()) for key, value in regions.items()}
+        n = int(mask.sum())
+        error = math.sqrt(f["ref"] * (1 - f["ref"]) * 2.0 / n)
+        value = abs(f["gen"] - f["ref"])
+        floor_value = abs(f["floor"] - f["ref"]) if "floor" in f else float("nan")
+        bar = FRACTION_BAR if not label else None
+        rows.append(MetricResult(f"region_fraction_inner{label}", value, error, floor_value,
+                                 float("nan"), bar, passes(value, bar),
+                                 {"reference": f["ref"], "generated": f["gen"], "n": n}))
+    return rows
+
+
+def region_metrics(detector, name, index, ref, gen, floor, seed):
+    """Per-feature bars of one region: evaluate() on the particles that lie in it."""
+    from ddsim_gan.evaluation import evaluate
+
+    pick = {key: None if value is None else value[detector.region_of(value) == index]
+            for key, value in (("ref", ref), ("gen", gen), ("floor", floor))}
+    if min(len(pick["ref"]), len(pick["gen"])) < 2:
+        raise SystemExit(f"{RECIPE}: region {name!r} holds {len(pick['ref'])} reference and "
+                         f"{len(pick['gen'])} generated particles; too few to evaluate "
+                         "(raise --n-test)")
+    result = evaluate(detector, None, pick["ref"], pick["gen"], pick["floor"],
+                      bars=region_bars(detector), classifier=False, plots=False, seed=seed)
+    for metric in result["metrics"]:
+        metric["name"] = f"{name}/{metric['name']}"
+    return result["metrics"], pick
+
+
+def region_plots(detector, name, pick, plot_dir):
+    from ddsim_gan.evaluation.plots import plot_histogram_ratio
+
+    paths = []
+    for j, (feature, unit) in enumerate(zip(detector.sample_names, detector.sample_units)):
+        log = feature in LOG_FEATURES
+        ref, gen = pick["ref"][:, j], pick["gen"][:, j]
+        if log:
+            ref, gen = ref[ref > 0], gen[gen > 0]
+        paths.append(plot_histogram_ratio(ref, gen, label=f"{feature} ({name})", unit=unit,
+                                          log=log, path=plot_dir / f"{name}_{feature}.png"))
+    paths.append(plot_xy(pick, name, plot_dir / f"{name}_xy.png"))
+    return paths
+
+
+def plot_xy(pick, name, path):
+    """Density of (x, y): reference beside generated, shared log colour scale."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.colors import LogNorm
+
+    ref, gen = pick["ref"], pick["gen"]
+    limit = float(np.max(np.abs(ref[:, :2])))
+    edges = np.linspace(-limit, limit, 81)
+    h_ref = np.histogram2d(ref[:, 0], ref[:, 1], [edges, edges])[0] / len(ref)
+    h_gen = np.histogram2d(gen[:, 0], gen[:, 1], [edges, edges])[0] / len(gen)
+    positive = np.concatenate([h_ref[h_ref > 0], h_gen[h_gen > 0]])
+    norm = LogNorm(positive.min(), positive.max()) if positive.size else None
+    fig, axes = plt.subplots(1, 2, figsize=(10, 4.6), sharey=True)
+    for ax, hist, title in ((axes[0], h_ref, "reference"), (axes[1], h_gen, "generated")):
+        shown = ax.pcolormesh(edges, edges, np.where(hist > 0, hist, np.nan).T, norm=norm)
+        ax.set_title(f"{title} ({name})")
+        ax.set_xlabel("x [mm]")
+        ax.set_aspect("equal")
+    axes[0].set_ylabel("y [mm]")
+    fig.colorbar(shown, ax=axes, label="fraction of particles per bin")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=80, bbox_inches="tight")
+    plt.close(fig)
+    return str(path)
+
+
+def split_summary(result, detector) -> dict:
+    """The numbers that say what split learning buys: worst KL and W1/sigma per region, the
+    region fraction, the classifier AUC."""
+    by_name = {m["name"]: m for m in result["metrics"]}
+    summary = {}
+    for region in REGIONS:
+        for metric in ("KL", "W1/sigma"):
+            values = {f: by_name.get(f"{region}/{metric}:{f}", {}).get("value")
+                      for f in detector.sample_names}
+            values = {f: v for f, v in values.items() if v is not None}
+            if values:
+                worst = max(values, key=values.get)
+                summary[f"{region} max {metric}"] = {"value": values[worst], "feature": worst}
+    for name in ("region_fraction_inner", "classifier_auc"):
+        if name in by_name:
+            summary[name] = {"value": by_name[name]["value"]}
+    return summary
+
+
+def comparison_notes(mode, summary, other_mode, other_summary):
+    lines = ["## Split learning", "",
+             f"This run: **{mode}**." + (f" Beside it: {other_mode} (--compare-run)."
+                                         if other_summary else ""), "",
+             f"| quantity | {mode} |" + (f" {other_mode} |" if other_summary else ""),
+             "|---|---|" + ("---|" if other_summary else "")]
+    for key, entry in summary.items():
+        cell = f"{entry['value']:.4g}" + (f" ({entry['feature']})" if "feature" in entry else "")
+        other = ""
+        if other_summary:
+            o = other_summary.get(key)
+            other = (" – |" if o is None else f" {o['value']:.4g}"
+                     + (f" ({o['feature']})" if "feature" in o else "") + " |")
+        lines.append(f"| {key} | {cell} |{other}")
+    return lines
+
+
+def main(argv=None):
+    from ddsim_gan import recipe
+
+    args = recipe.parse_args(RECIPE, __doc__, argv, extra=_extra)
+    settings = _settings(args, recipe)
+
+    from ddsim_gan import detectors
+    from ddsim_gan.evaluation import ShowerLibrary, compare_generators, evaluate
+    from ddsim_gan.evaluation.report import add_metrics
+    from ddsim_gan.models.regions import RegionSplit, region_fractions
+
+    started = recipe.setup(args)
+    detector = detectors.get(DETECTOR)
+    out = args.output_dir
+    data = recipe.prepare_data(detector, args, settings)
+    val = detector.simulate(settings["n_val"], np.random.SeedSequence(args.seed).spawn(4)[3])
+    train_regions = detector.region_of(data.train_samples)
+    val_regions = detector.region_of(val[1])
+    mode = "no-split" if args.no_split else "split"
+
+    # ---- one model per region (split learning), or one for the whole plane ------------------
+    choices = {}
+    if args.no_split:
+        gan, choices["plane"] = train_region(
+            "plane", 0.0, None, np.ones(len(train_regions), bool), 1.0, data, val, detector,
+            settings, args, recipe)
+        model = gan
+        gan.sampler.save(out / "generator.keras")
+        gan.save(out / "model.keras")
+    else:
+        gans = []
+        for name, r_min, r_max, index, share in region_plan(detector):
+            rows = train_regions == index
+            region_val = (val[0][val_regions == index], val[1][val_regions == index])
+            gan, choices[name] = train_region(name, r_min, r_max, rows, share, data,
+                                              region_val, detector, settings, args, recipe)
+            gans.append(gan)
+        fractions = region_fractions(data.train_conditions, train_regions, len(REGIONS), 0,
+                                     len(detector.conditions[0].labels))
+        model = RegionSplit(gans, fractions, category_index=0, names=REGIONS)
+        model.save(out)
+    histories = {name: choice.pop("history") for name, choice in choices.items()}
+    recipe.write_run_info(RECIPE, detector, args, mode=mode, model_choice=choices,
+                          region_fractions=None if args.no_split else model.fractions.tolist())
+
+    # ---- evaluation: whole plane, then each region against its bars -------------------------
+    generated = model.generate(data.test_conditions, seed=args.seed + 1)
+    result = evaluate(detector, data.test_conditions, data.test_samples, generated,
+                      data.floor_samples, classifier=True, plots=False, seed=args.seed)
+    result["mode"] = mode
+    plot_dir = out / "plots"
+    for name, _, _, index, _ in region_plan(detector):
+        metrics, pick = region_metrics(detector, name, index, data.test_samples, generated,
+                                       data.floor_samples, args.seed)
+        add_metrics(result, metrics)
+        if not args.no_plots:
+            result["plots"] += region_plots(detector, name, pick, plot_dir)
+    add_metrics(result, region_fraction_metrics(detector, data.test_conditions,
+                                                data.test_samples, generated,
+                                                data.floor_samples))
+    summary = split_summary(result, detector)
+    other_mode = other_summary = None
+    if args.compare_run is not None:
+        other = json.loads((args.compare_run / "metrics.json").read_text())
+        other_mode = f"{other.get('mode', '?')} ({args.compare_run})"
+        other_summary = other.get("split_summary")
+    result["split_summary"] = summary
+    result["notes"] = comparison_notes(mode, summary, other_mode, other_summary)
+
+    # ---- the library baseline beside the GAN: fidelity, speed, size --------------------------
+    n_compare = min(len(data.test_conditions), 50_000)
+    library = ShowerLibrary(detector, data.train_conditions[:settings["library_size"]],
+                            data.train_samples[:settings["library_size"]])
+    metrics = ("W1/sigma:mean", "KL:mean", "KS:mean") + (("classifier_auc",)
+                                                         if not args.quick else ())
+    result["comparison"] = compare_generators(
+        detector, data.test_conditions[:n_compare], data.test_samples[:n_compare],
+        data.floor_samples[:n_compare], {f"GAN ({mode})": model, "library": library},
+        metrics=metrics, seed=args.seed)
+    result["training"] = {name: {"final_losses": {k: float(v[-1]) for k, v in
+                                                  h.history.items()}, **choices[name]}
+                          for name, h in histories.items()}
+    history = next(iter(histories.values()))
+    return recipe.finish(result, RECIPE, settings, args, history, started, data)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

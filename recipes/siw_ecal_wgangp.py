@@ -1,0 +1,263 @@
+"""SiW-ECAL prototype: conditional WGAN-GP, conservation penalties, 3D variant (seed 003).
+
+    python recipes/siw_ecal_wgangp.py --quick --output-dir runs/siw_quick
+    python recipes/siw_ecal_wgangp.py --model wgangp       --output-dir runs/siw_wgangp
+    python recipes/siw_ecal_wgangp.py --model conservation --output-dir runs/siw_conservation
+    python recipes/siw_ecal_wgangp.py --model conv3d       --output-dir runs/siw_conv3d
+    python tools/compare_runs.py runs/siw_wgangp runs/siw_conservation runs/siw_conv3d \\
+        --output runs/siw_comparison.md
+
+Generates the 15 x 32 x 32 cells (MIP) of the CALICE SiW-ECAL prototype for 10 GeV e- and pi-
+at normal incidence, the three models of seed 003 selected by ``--model``:
+
+(a) ``wgangp``: conditional WGAN-GP on the 15 x 1024 image (dense networks; the generator ends
+    in an energy-sharing head, sum_E = E_beam x a learned bounded response, cells = sum_E x
+    softmax, started at the mean shower);
+(b) ``conservation`` (default, exported as ``siw_ecal_wgangp``): (a) plus the seed's conservation
+    penalties on sum_E and nhits, per species
+    (:class:`~ddsim_gan.models.penalties.GroupedConservationPenalty`; nhits made
+    differentiable with the seed's hit, a cell above 5 % of the event's maximum);
+(c) ``conv3d``: the same conditioning, head, critic features and penalties with 3D
+    convolutional networks (trained without XLA, which is 40x slower than plain TensorFlow
+    for 3D convolutions on CPU).
+
+All three are built by :func:`~ddsim_gan.models.calorimeter.build_calorimeter_gan`: per-cell
+noise on the logits (independent cell fluctuations), the conditions next to the output layer,
+and a start at each species' mean shower and mean response.
+
+Every critic sees CaloGAN-style physics features (energy per layer, centres, widths, soft hit
+count) and the seed's hits per layer
+(:class:`~ddsim_gan.models.networks.SeedHitFeatures`: soft count and a soft "layer is hit").
+
+Bars (issue 4; seed 003's model had energy 22 % low, hits 21 % low, layer 1 never hit):
+``mean_rel_dev:sum_E`` <= 0.02, ``mean_rel_dev:nhits_seed`` <= 0.03 (seed hits per event) and
+``occupancy_rel_dev:layer_LL`` <= 0.05 for every layer (LL = 00 is the seed's "layer 1";
+occupancy = the fraction of events with at least one seed hit in the layer); each is
+|mean_gen / mean_ref - 1| over the held-out events, with its reference-vs-reference floor.
+Per species the same numbers are reported without a bar.
+
+Writes to the output directory what every recipe writes (``metrics.json`` with ``"model"``,
+``report.md`` with the shower-library baseline beside the GAN, ``plots/`` with the per-layer
+occupancy and seed-hit plots added, ``generator.keras``, ``model.keras``, the SavedModel under
+``<export-base>/siw_ecal_wgangp[_<model>]/<version>/``). Rerun the same command to resume.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+RECIPE = "siw_ecal_wgangp"
+DETECTOR = "siw_ecal"
+MODELS = ("wgangp", "conservation", "conv3d")
+DEFAULT_MODEL = "conservation"
+
+#                 quick (< 2 min on 2 cores)       full (<= 30 min on 2 cores)
+PRESETS = {
+    "quick": dict(n_train=3_072, n_test=1_500, batch_size=128, epochs=2, steps_per_epoch=15,
+                  time_limit_minutes=None),
+    "full": dict(n_train=30_000, n_test=10_000, batch_size=128, epochs=40, steps_per_epoch=50,
+                 time_limit_minutes=25),
+}
+#: the 3D variant is about twice as slow per step (no XLA): fewer planned steps, same time limit
+CONV3D_FULL_EPOCHS = 20
+BAR_SUM_E, BAR_NHITS, BAR_OCCUPANCY = 0.02, 0.03, 0.05
+#: conservation penalty weights (b, c): relative batch-mean differences squared
+SUM_E_WEIGHT, NHITS_WEIGHT = 10.0, 10.0
+SPECIES = ("e-", "pi-")
+
+
+def _extra_options(parser):
+    parser.add_argument("--model", choices=MODELS, default=DEFAULT_MODEL,
+                        help="(a) wgangp, (b) conservation [default], (c) conv3d")
+    parser.add_argument("--n-test", type=int, help="override the preset's held-out events")
+    parser.add_argument("--hidden", type=int, default=None,
+                        help="width of the hidden layers (default 512 for the generator's "
+                             "last, 256 elsewhere; small values are for tests)")
+    parser.add_argument("--no-library", action="store_true",
+                        help="skip the shower-library baseline row")
+
+
+def export_name(model: str) -> str:
+    return RECIPE if model == DEFAULT_MODEL else f"{RECIPE}_{model}"
+
+
+def seed_metrics(detector, conditions, ref, gen, ref2, *, seed=0, n_bootstrap=20) -> list:
+    """Seed 003's numbers as MetricResult rows: relative deviation of the mean sum_E, of the
+    mean number of seed hits and of every layer's occupancy (bars), W1/sigma of the seed-hit
+    count, and per species the sum_E and nhits deviations (no bar)."""
+    import numpy as np
+
+    from ddsim_gan.evaluation import compare, wasserstein_over_sigma
+    from ddsim_gan.evaluation import observables as O
+    from ddsim_gan.evaluation.metrics import relative_mean_deviation
+
+    layer_axis = O.layer_axis(detector)
+    samples = {"ref": ref, "gen": gen, "ref2": ref2}
+    sum_e = {k: None if v is None else O.total_energy(v) for k, v in samples.items()}
+    nhits = {k: None if v is None else O.seed_hit_count(v) for k, v in samples.items()}
+    hit = {k: None if v is None else O.layer_hit(v, layer_axis).astype(np.float64)
+           for k, v in samples.items()}
+
+    def row(name, fn, values, bar=None, k=0, mask=None):
+        pick = (lambda a: a) if mask is None else (lambda a: a[mask])
+        return compare(name, fn, pick(values["ref"]), pick(values["gen"]),
+                       None if values["ref2"] is None else pick(values["ref2"]),
+                       bar=bar, seed=seed + k, n_bootstrap=n_bootstrap)
+
+    rows = [row("mean_rel_dev:sum_E", relative_mean_deviation, sum_e, BAR_SUM_E, 1),
+            row("mean_rel_dev:nhits_seed", relative_mean_deviation, nhits, BAR_NHITS, 2),
+            row("W1/sigma:nhits_seed", wasserstein_over_sigma, nhits, None, 3)]
+    for layer in range(hit["ref"].shape[1]):
+        column = {k: None if v is None else v[:, layer] for k, v in hit.items()}
+        rows.append(row(f"occupancy_rel_dev:layer_{layer:02d}", relative_mean_deviation, column,
+                        BAR_OCCUPANCY, 10 + layer))
+        rows[-1].extra = {"occupancy_ref": float(column["ref"].mean()),
+                          "occupancy_gen": float(column["gen"].mean())}
+    species = np.asarray(conditions)[:, 1].astype(int)
+    for index, label in enumerate(SPECIES):
+        mask = species == index
+        if mask.sum() < 2:
+            continue
+        rows.append(row(f"mean_rel_dev:sum_E[{label}]", relative_mean_deviation, sum_e,
+                        k=40 + index, mask=mask))
+        rows.append(row(f"mean_rel_dev:nhits_seed[{label}]", relative_mean_deviation, nhits,
+                        k=50 + index, mask=mask))
+    return rows
+
+
+#: seed-metric columns added to the generator comparison (value: relative deviation)
+SEED_COLUMNS = ("mean_rel_dev:sum_E", "mean_rel_dev:nhits_seed", "occupancy_rel_dev:max")
+
+
+def add_seed_columns(comparison, detector, data, generators, seed=0) -> None:
+    """Add :data:`SEED_COLUMNS` to a :func:`compare_generators` table (same samples as its
+    rows: each generator draws again with the same seed; the floor from the floor sample)."""
+    import numpy as np
+
+    def summary(samples):
+        rows = {r.name: r.value for r in seed_metrics(
+            detector, data.test_conditions, data.test_samples, samples, None, n_bootstrap=0)}
+        occupancy = [v for k, v in rows.items() if k.startswith("occupancy_rel_dev:")]
+        return {"mean_rel_dev:sum_E": rows["mean_rel_dev:sum_E"],
+                "mean_rel_dev:nhits_seed": rows["mean_rel_dev:nhits_seed"],
+                "occupancy_rel_dev:max": float(np.max(occupancy))}
+
+    for row, generator in zip(comparison["rows"], generators.values()):
+        values = summary(np.asarray(generator.generate(data.test_conditions, seed=seed)))
+        row["values"].update(values)
+        row["errors"].update(dict.fromkeys(values, float("nan")))
+    if comparison.get("floor") is not None and data.floor_samples is not None:
+        comparison["floor"].update(summary(data.floor_samples))
+    comparison["metrics"] = list(comparison["metrics"]) + list(SEED_COLUMNS)
+
+
+def seed_plots(detector, conditions, ref, gen, plot_dir) -> list[str]:
+    """Per-layer occupancy and mean seed hits per layer (reference vs generated, per species),
+    and the seed-hit count with a ratio panel."""
+    import os
+
+    import numpy as np
+
+    from ddsim_gan.evaluation import observables as O
+    from ddsim_gan.evaluation import plots as P
+
+    layer_axis = O.layer_axis(detector)
+    species = np.asarray(conditions)[:, 1].astype(int)
+    paths = [P.plot_histogram_ratio(O.seed_hit_count(ref), O.seed_hit_count(gen),
+                                    label="seed hits per event (> 5 % of max)",
+                                    path=os.path.join(plot_dir, "hist_nhits_seed.png"))]
+    hits_ref, hits_gen = O.seed_hits(ref), O.seed_hits(gen)
+    other = tuple(a for a in range(1, hits_ref.ndim) if a != layer_axis + 1)
+    per_layer_ref, per_layer_gen = hits_ref.sum(axis=other), hits_gen.sum(axis=other)
+    for index, label in [(None, "all"), *enumerate(SPECIES)]:
+        mask = slice(None) if index is None else species == index
+        if index is not None and not mask.any():
+            continue
+        paths.append(P.plot_profiles(
+            O.layer_hit(ref[mask], layer_axis).astype(float),
+            O.layer_hit(gen[mask], layer_axis).astype(float),
+            path=os.path.join(plot_dir, f"occupancy_per_layer_{label.strip('-')}.png"),
+            xlabel="layer (0 = seed's layer 1)",
+            ylabel=f"occupancy (events with a seed hit), {label}"))
+        paths.append(P.plot_profiles(
+            per_layer_ref[mask], per_layer_gen[mask],
+            path=os.path.join(plot_dir, f"seed_hits_per_layer_{label.strip('-')}.png"),
+            xlabel="layer (0 = seed's layer 1)", ylabel=f"mean seed hits per layer, {label}"))
+    return paths
+
+
+def build_model(model, detector, data, hidden=None, seed=0):
+    """The GAN of ``--model`` (module docstring)."""
+    from ddsim_gan.models.calorimeter import build_calorimeter_gan
+    from ddsim_gan.models.networks import SeedHitFeatures
+    from ddsim_gan.models.penalties import GroupedConservationPenalty
+
+    def seed_hit_features(scale, norm):
+        return SeedHitFeatures(scale, norm, layer_axis=0, name="seed_hit_features")
+
+    species = detector.condition_names.index("species")
+    penalties = [] if model == "wgangp" else [
+        GroupedConservationPenalty("sum_E", SUM_E_WEIGHT, group_index=species, n_groups=2),
+        GroupedConservationPenalty("nhits", NHITS_WEIGHT, group_index=species, n_groups=2)]
+    small, large = (hidden, hidden) if hidden else (256, 512)
+    return build_calorimeter_gan(
+        detector, data.train_conditions, data.train_samples, energy_condition="E_beam",
+        architecture="conv3d" if model == "conv3d" else "dense",
+        generator_hidden=(small, large), critic_hidden=(small, small), critic_steps=4,
+        generator_channels=(16, 8) if not hidden else (4, 2),
+        critic_channels=(8, 16, 32) if not hidden else (2, 4, 4),
+        critic_features=[seed_hit_features], extra_penalties=penalties, seed=seed)
+
+
+def main(argv=None):
+    from ddsim_gan import recipe
+
+    args = recipe.parse_args(RECIPE, __doc__, argv, extra=_extra_options)
+    settings = recipe.settings_for(args, PRESETS)
+    if args.model == "conv3d" and args.epochs is None:
+        settings["epochs"] = 1 if args.quick else CONV3D_FULL_EPOCHS
+    if args.n_test is not None:
+        settings["n_test"] = args.n_test
+    if args.output_dir == Path("runs") / RECIPE:       # the shared default: one per model
+        args.output_dir = Path("runs") / f"{RECIPE}_{args.model}"
+    name = export_name(args.model)
+
+    from ddsim_gan import detectors
+    from ddsim_gan.evaluation import ShowerLibrary, compare_generators, evaluate
+    from ddsim_gan.evaluation.report import add_metrics
+
+    started = recipe.setup(args)
+    detector = detectors.get(DETECTOR)
+    data = recipe.prepare_data(detector, args, settings)
+
+    gan = build_model(args.model, detector, data, hidden=args.hidden, seed=args.seed)
+    # XLA:CPU makes 3D convolutions ~40x slower (ddsim_gan.models.calorimeter): no jit for (c).
+    jit = not args.no_jit and args.model != "conv3d"
+    gan.compile(**recipe.wgan_optimizers(settings, learning_rate=2e-4), jit_compile=jit)
+    history = recipe.train(gan, detector, data, settings, args)
+    recipe.save_model(gan, name, detector, args, model=args.model)
+
+    generated = gan.generate(data.test_conditions, seed=args.seed + 1)
+    result = evaluate(detector, data.test_conditions, data.test_samples, generated,
+                      data.floor_samples, classifier=True, plots=not args.no_plots,
+                      seed=args.seed, output_dir=args.output_dir)
+    add_metrics(result, seed_metrics(detector, data.test_conditions, data.test_samples,
+                                     generated, data.floor_samples, seed=args.seed))
+    if not args.no_plots:
+        result["plots"] += seed_plots(detector, data.test_conditions, data.test_samples,
+                                      generated, args.output_dir / "plots")
+    result["model"] = args.model
+    generators = {f"GAN ({args.model})": gan}
+    if not args.no_library:
+        generators["shower library (k=10)"] = ShowerLibrary(
+            detector, data.train_conditions, data.train_samples, energy_condition="E_beam")
+    result["comparison"] = compare_generators(
+        detector, data.test_conditions, data.test_samples, data.floor_samples, generators,
+        seed=args.seed)
+    add_seed_columns(result["comparison"], detector, data, generators, seed=args.seed)
+    return recipe.finish(result, name, settings, args, history, started, data)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

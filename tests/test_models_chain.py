@@ -1,0 +1,214 @@
+"""The auto-regressive chain (DarkSide-20k): assembly, order, teacher forcing, saving, seeds; and
+the pieces it needs: conditional standardization, the one-sided penalty, the soft clip."""
+
+import importlib.util
+import os
+import subprocess
+import sys
+import textwrap
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from ddsim_gan import detectors
+from ddsim_gan.data.preprocessing import ConditionalStandardize, ConditionEncoder
+from ddsim_gan.models.chain import AutoregressiveChain, NoiseSlice
+from ddsim_gan.models.networks import SoftClip
+from ddsim_gan.models.penalties import GradientPenalty, LipschitzPenalty, StepTensors
+
+TINY = dict(latent_dim=2, generator_hidden=(16,), critic_hidden=(16,), critic_steps=2,
+            n_knots=4, n_quantiles=64)
+
+
+@pytest.fixture(scope="module")
+def darkside_data():
+    return detectors.get("darkside").simulate(3000, seed=0)
+
+
+@pytest.fixture(scope="module")
+def chain(darkside_data):
+    return AutoregressiveChain.for_detector(detectors.get("darkside"), *darkside_data, seed=1,
+                                            **TINY)
+
+
+def test_chain_assembles_one_model_with_links_in_order(chain):
+    assert chain.output_names == ("S1", "S2", "f200")
+    assert chain.widths == [1, 1, 1] and chain.latent_dim == 6
+    # link i sees the detector's 2 conditions and the i columns before it
+    assert [link.condition_encoder.n_inputs for link in chain.links] == [2, 3, 4]
+    sampler = chain.sampler
+    assert [tuple(t.shape) for t in sampler.inputs] == [(None, 2), (None, 6)]
+    assert tuple(sampler.outputs[0].shape) == (None, 3)
+    assert [layer.name for layer in sampler.layers if layer.name.startswith("link_")] == [
+        "link_S1", "link_S2", "link_f200"]
+
+
+def test_sampler_returns_three_physical_columns_in_order(chain, darkside_data):
+    conditions, samples = darkside_data
+    generated = chain.generate(conditions[:500], seed=3)
+    assert generated.shape == (500, 3) and np.isfinite(generated).all()
+    # each column within its own training range (S1 ~ 10^2 PE, S2 ~ 10^4 PE, f200 in [0, 1])
+    low, high = samples.min(axis=0), samples.max(axis=0)
+    assert (generated >= low - 1e-3 * np.abs(low)).all()
+    assert (generated <= high + 1e-3 * np.abs(high)).all()
+    assert np.median(generated[:, 1]) > 10 * np.median(generated[:, 0]) > 10
+    assert generated[:, 2].max() <= 1.0
+
+
+def test_link_data_uses_the_real_previous_outputs(chain, darkside_data):
+    conditions, samples = darkside_data
+    link_conditions, target = chain.link_data(conditions, samples, 2)
+    np.testing.assert_array_equal(link_conditions[:, :2], conditions)
+    np.testing.assert_array_equal(link_conditions[:, 2:], samples[:, :2])
+    # the target is f200 standardized at its conditions: invertible back to the real f200
+    encoded = chain.links[2].condition_encoder(link_conditions)
+    back = keras.ops.convert_to_numpy(chain.standardizers[2]([target, encoded], inverse=True))
+    inside = (samples[:, 2] > 0.05) & (samples[:, 2] < 0.95)
+    np.testing.assert_allclose(back[inside, 0], samples[inside, 2], atol=2e-2)
+
+
+def test_later_links_see_the_earlier_outputs(chain, darkside_data):
+    conditions = darkside_data[0][:200]
+    noise = np.random.default_rng(0).standard_normal((200, 6)).astype("float32")
+    base = chain.sampler.predict([conditions, noise], verbose=0)
+    s1_noise = noise.copy()
+    s1_noise[:, 0:2] += 1.0  # only the S1 link's noise
+    moved = chain.sampler.predict([conditions, s1_noise], verbose=0)
+    assert np.abs(moved[:, 0] - base[:, 0]).mean() > 0  # S1 changed...
+    assert np.abs(moved[:, 1] - base[:, 1]).mean() > 0  # ...and S2, which is conditioned on it
+    f200_noise = noise.copy()
+    f200_noise[:, 4:6] += 1.0  # only the f200 link's noise
+    moved = chain.sampler.predict([conditions, f200_noise], verbose=0)
+    np.testing.assert_array_equal(moved[:, :2], base[:, :2])
+    assert np.abs(moved[:, 2] - base[:, 2]).mean() > 0
+    # the S2 link itself responds to its S1 input at fixed (E, type) and noise
+    link = chain.sampler.get_layer("link_S2")
+    rows = np.array([[50.0, 1.0, 150.0], [50.0, 1.0, 350.0]], "float32")
+    out = link.predict([rows, np.zeros((2, 2), "float32")], verbose=0)
+    assert out[0, 0] != out[1, 0]
+
+
+def test_generation_is_reproducible_with_a_seed(chain, darkside_data):
+    conditions = darkside_data[0][:100]
+    a, b = chain.generate(conditions, seed=5), chain.generate(conditions, seed=5)
+    np.testing.assert_array_equal(a, b)
+    assert (chain.generate(conditions, seed=6) != a).any()
+
+
+def test_keras_round_trip_of_the_sampler_and_the_chain(chain, darkside_data, tmp_path):
+    conditions = darkside_data[0][:64]
+    noise = np.random.default_rng(1).standard_normal((64, 6)).astype("float32")
+    expected = chain.sampler.predict([conditions, noise], verbose=0)
+    chain.save(tmp_path)
+    loaded = keras.saving.load_model(tmp_path / "generator.keras")
+    np.testing.assert_allclose(loaded.predict([conditions, noise], verbose=0), expected,
+                               rtol=1e-6)
+    again = AutoregressiveChain.load(tmp_path)
+    assert again.output_names == chain.output_names
+    np.testing.assert_allclose(again.generate(conditions, seed=2),
+                               chain.generate(conditions, seed=2), rtol=1e-6)
+    with pytest.raises(FileNotFoundError, match="chain.json"):
+        AutoregressiveChain.load(tmp_path / "nowhere")
+
+
+def test_a_single_gan_is_a_chain_with_one_link(darkside_data):
+    single = AutoregressiveChain.for_detector(detectors.get("darkside"), *darkside_data,
+                                              groups=[(0, 1, 2)], **TINY)
+    assert single.output_names == ("S1_S2_f200",) and single.widths == [3]
+    assert single.generate(darkside_data[0][:10], seed=0).shape == (10, 3)
+    with pytest.raises(ValueError, match="in order"):
+        AutoregressiveChain.for_detector(detectors.get("darkside"), *darkside_data,
+                                         groups=[(1,), (0, 2)], **TINY)
+
+
+def test_a_link_trains_on_real_previous_values(chain, darkside_data):
+    link = chain.links[1]
+    conditions, target = chain.link_data(*darkside_data, 1)
+    link.compile(generator_optimizer=keras.optimizers.Adam(1e-3, 0.5, 0.9),
+                 critic_optimizer=keras.optimizers.Adam(1e-3, 0.5, 0.9))
+    logs = link.train_step((tf.constant(conditions[:64]), tf.constant(target[:64])))
+    assert set(logs) >= {"critic_loss", "generator_loss", "lipschitz_penalty"}
+    assert all(np.isfinite(float(v)) for v in logs.values())
+
+
+def test_noise_slice():
+    layer = NoiseSlice(2, 5)
+    x = np.arange(12, dtype="float32").reshape(2, 6)
+    np.testing.assert_array_equal(keras.ops.convert_to_numpy(layer(x)), x[:, 2:5])
+    assert NoiseSlice.from_config(layer.get_config()).stop == 5
+    with pytest.raises(ValueError, match="start < stop"):
+        NoiseSlice(3, 3)
+
+
+# ---- the pieces ------------------------------------------------------------------------------
+def test_conditional_standardize_centres_and_scales_each_condition():
+    rng = np.random.default_rng(0)
+    n = 20_000
+    energy = rng.uniform(1.0, 3.0, n)
+    kind = rng.integers(0, 2, n)
+    previous = rng.normal(size=n)
+    x = 10 * energy + 5 * kind + (1 + kind) * previous + energy * rng.normal(size=n)
+    conditions = np.stack([energy, kind, previous], axis=1).astype("float32")
+    encoder = ConditionEncoder([0, 2, 0]).adapt(conditions)
+    encoded = keras.ops.convert_to_numpy(encoder(conditions))
+    layer = ConditionalStandardize.for_encoder(encoder, 1, n_knots=6, n_quantiles=200)
+    assert (layer.knot_column, layer.category_groups, layer.linear_columns) == (0, [[1, 2]], [3])
+    layer.adapt(x[:, None], encoded)
+    r = keras.ops.convert_to_numpy(layer([x[:, None].astype("float32"), encoded]))[:, 0]
+    for low in (1.0, 2.0):
+        for k in (0, 1):
+            cell = (energy >= low) & (energy < low + 1) & (kind == k)
+            assert abs(r[cell].mean()) < 0.1 and 0.85 < r[cell].std() < 1.15
+    back = keras.ops.convert_to_numpy(layer([r[:, None], encoded], inverse=True))[:, 0]
+    inside = (x > np.quantile(x, 0.01)) & (x < np.quantile(x, 0.99))
+    np.testing.assert_allclose(back[inside], x[inside], atol=0.05)
+    assert ConditionalStandardize.from_config(layer.get_config()).get_config() == \
+        layer.get_config()
+    with pytest.raises(ValueError, match="continuous"):
+        ConditionalStandardize.for_encoder(ConditionEncoder([2]), 1)
+
+
+def _linear_critic_step(weights):
+    w = tf.constant(weights, tf.float32)
+    real = tf.random.stateless_normal([16, len(weights)], seed=[1, 2])
+    fake = tf.random.stateless_normal([16, len(weights)], seed=[3, 4])
+    return StepTensors(conditions=None, encoded=None, real=real, fake=fake,
+                       critic=lambda x, _: tf.reduce_sum(x * w, axis=1, keepdims=True),
+                       to_physical=lambda x: x, seed_generator=keras.random.SeedGenerator(0))
+
+
+def test_lipschitz_penalty_is_one_sided():
+    penalty = LipschitzPenalty(weight=10.0)
+    assert float(penalty(_linear_critic_step([0.0]))) == pytest.approx(0.0, abs=1e-6)
+    assert float(penalty(_linear_critic_step([0.6]))) == pytest.approx(0.0, abs=1e-6)
+    assert float(penalty(_linear_critic_step([2.0]))) == pytest.approx(1.0, abs=1e-5)
+    # the two-sided penalty charges a flat critic: the barrier that traps a 1D critic
+    assert float(GradientPenalty()(_linear_critic_step([0.0]))) == pytest.approx(1.0, abs=1e-5)
+    restored = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(penalty))
+    assert isinstance(restored, LipschitzPenalty) and restored.weight == 10.0
+
+
+def test_soft_clip_stays_inside_its_bound():
+    layer = SoftClip(3.7)
+    x = np.array([-100.0, -10.0, 0.0, 0.5, 10.0, 100.0], "float32")
+    y = keras.ops.convert_to_numpy(layer(x))
+    assert np.abs(y).max() <= 3.7 and np.abs(y[[1, 4]]).max() < 3.7
+    assert y[2] == 0 and abs(y[3] - 0.5) < 0.01
+
+
+@pytest.mark.skipif(importlib.util.find_spec("jax") is None, reason="jax is not installed")
+def test_chain_sampler_runs_under_jax(chain, darkside_data, tmp_path):
+    chain.sampler.save(tmp_path / "generator.keras")
+    script = textwrap.dedent(f"""
+        import keras, numpy as np
+        import ddsim_gan.models
+        model = keras.saving.load_model({str(tmp_path / 'generator.keras')!r})
+        out = model.predict([np.float32([[50.0, 0.0], [50.0, 1.0]]), np.zeros((2, 6), 'float32')],
+                            verbose=0)
+        assert keras.backend.backend() == "jax" and out.shape == (2, 3), out.shape
+    """)
+    completed = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                               env={**os.environ, "KERAS_BACKEND": "jax"}, timeout=120)
+    assert completed.returncode == 0, completed.stderr[-2000:]

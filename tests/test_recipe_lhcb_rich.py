@@ -1,0 +1,74 @@
+"""End to end: the LHCb RICH recipe on a tiny preset, its seed-001 bar, report and export."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from conftest import ROOT
+
+pytestmark = pytest.mark.slow
+
+TINY = ["--quick", "--n-train", "4000", "--n-test", "1000", "--n-val", "1000", "--n-bar", "6000",
+        "--library-size", "4000", "--epochs", "1", "--steps-per-epoch", "4", "--batch-size",
+        "128", "--no-jit"]
+
+
+@pytest.fixture(scope="module")
+def rich_run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("rich_tiny")
+    completed = subprocess.run(
+        [sys.executable, str(ROOT / "recipes" / "lhcb_rich_gan.py"), *TINY,
+         "--output-dir", str(out)], capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
+    return out
+
+
+def test_bar_in_metrics_and_report(rich_run):
+    metrics = json.loads((rich_run / "metrics.json").read_text())
+    rows = {m["name"]: m for m in metrics["metrics"]}
+    assert rows["efficiency_ratio_max_dev"]["bar"] == 0.03
+    assert {"W1/sigma:RichDLLk", "KL:RichDLLbt", "classifier_auc"} <= set(rows)
+    bar = metrics["efficiency_bar"]
+    # 5 species x 27 (P, eta, nSPDHits) bins x 5 DLLs x 5 cuts
+    assert bar["n_ratios"] == 5 * 27 * 5 * 5 and bar["quantiles"] == [10, 25, 50, 75, 90]
+    assert bar["max_error"] == pytest.approx(0.03 / 3.29)
+    assert bar["excluded_bins"] and {"group", "bin", "n_ref", "n_gen", "reason"} <= set(
+        bar["excluded_bins"][0])
+    assert bar["floor"]["n_failed"] == 0                # a second simulation passes its tests
+    assert bar["library"]["n_ratios"] == bar["n_ratios"]
+    report = (rich_run / "report.md").read_text()
+    assert "Efficiency ratios (seed 001's metric)" in report and "Bins with untested" in report
+    assert "library (k=10)" in report
+    maps = sorted((rich_run / "plots" / "efficiency").glob("efficiency_*.png"))
+    assert len(maps) == 25                              # one per species and DLL
+    assert [r["name"] for r in metrics["comparison"]["rows"]] == ["GAN", "library (k=10)"]
+
+
+def test_export_serves_dlls_with_exact_threshold_ties(rich_run):
+    import tensorflow as tf
+
+    version = rich_run / "saved_models" / "lhcb_rich_gan" / "1"
+    model = tf.saved_model.load(str(version))
+    conditions = np.array([[5.0, 3.0, 200.0, 3.0], [12.0, 3.0, 200.0, 4.0],
+                           [80.0, 4.0, 500.0, 2.0]] * 10, np.float32)
+    serve = model.signatures["serving_default"]
+    a = serve(conditions=tf.constant(conditions), seed=tf.constant(7, tf.int64))["samples"]
+    b = serve(conditions=tf.constant(conditions), seed=tf.constant(7, tf.int64))["samples"]
+    a, b = a.numpy(), b.numpy()
+    assert a.shape == (30, 5) and np.isfinite(a).all() and (a == b).all()
+    below_kaon = conditions[:, 0] < 9.3
+    below_proton = conditions[:, 0] < 17.7
+    assert (a[below_kaon, 2] == a[below_kaon, 4]).all()     # RichDLLk == RichDLLbt
+    assert (a[below_proton, 3] == a[below_proton, 4]).all()  # RichDLLp == RichDLLbt
+    assert (a[~below_kaon, 2] != a[~below_kaon, 4]).any()
+
+
+def test_bad_options_are_refused(tmp_path):
+    completed = subprocess.run(
+        [sys.executable, str(ROOT / "recipes" / "lhcb_rich_gan.py"), "--quick", "--n-bar", "0",
+         "--output-dir", str(tmp_path)], capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert completed.returncode != 0 and "--n-bar = 0" in completed.stderr
+    assert "Traceback" not in completed.stderr
