@@ -45,7 +45,9 @@ SCRIPT = textwrap.dedent("""
             gan = build_conditional_gan(detector, conditions, max_value=float(samples.max()),
                                         latent_dim=4, generator_hidden=(16,), critic_hidden=(16,),
                                         critic_steps=2, seed=3)
+            weights = gan.get_weights()
             gan = SameDraws.from_config(gan.get_config())
+            gan.set_weights(weights)
             gan.penalties[0] = SameInterpolation(10.0)
             gan.compile(generator_optimizer=keras.optimizers.Adam(1e-2),
                         critic_optimizer=keras.optimizers.Adam(1e-2))
