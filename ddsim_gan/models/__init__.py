@@ -8,6 +8,7 @@ first use.
 
 from ..data import preprocessing as _preprocessing  # noqa: F401  (registers the layers)
 from . import networks as _networks  # noqa: F401
+from . import layerwise as _layerwise  # noqa: F401
 from . import calorimeter as _calorimeter  # noqa: F401
 from . import heads as _heads  # noqa: F401
 from . import regions as _regions  # noqa: F401  (region mixture; also imports chain)
