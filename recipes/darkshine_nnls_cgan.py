@@ -45,6 +45,9 @@ def main(argv=None):
         parser.add_argument("--architecture", choices=["layerwise", "dense"], default="layerwise",
                             help="layer-wise factorized networks (default; several times "
                                  "faster per step) or plain dense ones")
+        parser.add_argument("--scattered-mev", type=float, default=10.0,
+                            help="scale of the per-cell scattered deposits (nuclear fragments, "
+                                 "noise hits) of the layer-wise generator; 0 turns them off")
 
     args = recipe.parse_args(RECIPE, __doc__, argv, extra=options)
     settings = recipe.settings_for(args, PRESETS)
@@ -64,7 +67,9 @@ def main(argv=None):
                                bandwidth=0.5)
     gan = build_conditional_gan(detector, data.train_conditions, data.train_samples,
                                 energy_condition="E_total", extra_penalties=[nnls_penalty],
-                                architecture=args.architecture, seed=args.seed)
+                                architecture=args.architecture,
+                                scattered_scale=args.scattered_mev if args.architecture ==
+                                "layerwise" else 0.0, seed=args.seed)
     gan.compile(**recipe.wgan_optimizers(settings, learning_rate=2e-4),
                 jit_compile=not args.no_jit)
     history = recipe.train(gan, detector, data, settings, args)

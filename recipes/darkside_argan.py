@@ -78,7 +78,7 @@ PRESETS = {
 GAN_ARCHITECTURE = dict(latent_dim=8, generator_hidden=(128, 128, 128),
                         critic_hidden=(128, 128, 128), critic_steps=4, gradient_penalty=10.0,
                         n_knots=24)
-GAN_LEARNING_RATE = 2e-4
+GAN_LEARNING_RATE = 5e-4
 FLOW_ARCHITECTURE = dict(hidden=(128, 128), n_layers=6)
 FLOW_LEARNING_RATE = 1e-3
 
@@ -141,6 +141,8 @@ def train_chain(detector, data, settings, args, groups):
         if (done_path.is_file() and model_path.is_file()
                 and json.loads(done_path.read_text()).get("state") == state):
             import keras
+
+            import ddsim_gan.models.gan  # noqa: F401  (registers ConditionalGAN)
 
             saved = keras.saving.load_model(model_path)
             link.generator.set_weights(saved.generator.get_weights())

@@ -106,6 +106,7 @@ def asymmetry_plots(detector, conditions, ref, gen, plot_dir) -> list[str]:
 
 def build_model(detector, data, train_targets, regressor=True, hidden=None, seed=0):
     from ddsim_gan.data.geometry_encoders import ImpactPointEncoder
+    from ddsim_gan.detectors import lhcb_ecal
     from ddsim_gan.models.auxiliary import build_auxiliary_gan
 
     width = hidden or 256
@@ -115,7 +116,8 @@ def build_model(detector, data, train_targets, regressor=True, hidden=None, seed
         detector, data.train_conditions, data.train_samples, train_targets,
         condition_encoder=encoder, regressor=regressor, energy_condition="pz",
         generator_hidden=(width, width), critic_hidden=(width, width),
-        regressor_hidden=(width, width // 2), critic_steps=4, seed=seed)
+        regressor_hidden=(width, width // 2), critic_steps=4,
+        readout_noise=lhcb_ecal.NOISE_MEV, seed=seed)
 
 
 def main(argv=None):

@@ -189,6 +189,7 @@ def seed_plots(detector, conditions, ref, gen, plot_dir) -> list[str]:
 
 def build_model(model, detector, data, hidden=None, seed=0):
     """The GAN of ``--model`` (module docstring)."""
+    from ddsim_gan.detectors import siw_ecal
     from ddsim_gan.models.calorimeter import build_calorimeter_gan
     from ddsim_gan.models.networks import SeedHitFeatures
     from ddsim_gan.models.penalties import GroupedConservationPenalty
@@ -207,7 +208,8 @@ def build_model(model, detector, data, hidden=None, seed=0):
         generator_hidden=(small, large), critic_hidden=(small, small), critic_steps=4,
         generator_channels=(16, 8) if not hidden else (4, 2),
         critic_channels=(8, 16, 32) if not hidden else (2, 4, 4),
-        critic_features=[seed_hit_features], extra_penalties=penalties, seed=seed)
+        critic_features=[seed_hit_features], extra_penalties=penalties,
+        readout_noise=siw_ecal.NOISE_MIP.reshape(-1, 1, 1), seed=seed)
 
 
 def main(argv=None):

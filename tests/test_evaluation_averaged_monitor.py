@@ -1,4 +1,4 @@
-"""MetricMonitor(averaged_weights=True): metrics of the weight-averaged generator, weights restored."""
+"""MetricMonitor(averaged_weights=True): the weight-averaged generator is scored, then restored."""
 
 import itertools
 

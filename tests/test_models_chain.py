@@ -143,7 +143,8 @@ def test_noise_slice():
 
 
 # ---- the pieces ------------------------------------------------------------------------------
-def test_conditional_standardize_centres_and_scales_each_condition():
+@pytest.mark.parametrize("space", ["linear", "quantile"])
+def test_conditional_standardize_centres_and_scales_each_condition(space):
     rng = np.random.default_rng(0)
     n = 20_000
     energy = rng.uniform(1.0, 3.0, n)
@@ -153,7 +154,8 @@ def test_conditional_standardize_centres_and_scales_each_condition():
     conditions = np.stack([energy, kind, previous], axis=1).astype("float32")
     encoder = ConditionEncoder([0, 2, 0]).adapt(conditions)
     encoded = keras.ops.convert_to_numpy(encoder(conditions))
-    layer = ConditionalStandardize.for_encoder(encoder, 1, n_knots=6, n_quantiles=200)
+    layer = ConditionalStandardize.for_encoder(encoder, 1, n_knots=6, n_quantiles=200,
+                                               space=space)
     assert (layer.knot_column, layer.category_groups, layer.linear_columns) == (0, [[1, 2]], [3])
     layer.adapt(x[:, None], encoded)
     r = keras.ops.convert_to_numpy(layer([x[:, None].astype("float32"), encoded]))[:, 0]
@@ -164,6 +166,10 @@ def test_conditional_standardize_centres_and_scales_each_condition():
     back = keras.ops.convert_to_numpy(layer([r[:, None], encoded], inverse=True))[:, 0]
     inside = (x > np.quantile(x, 0.01)) & (x < np.quantile(x, 0.99))
     np.testing.assert_allclose(back[inside], x[inside], atol=0.05)
+    # beyond the training range the inverse clamps (no value a detector never produced)
+    far = keras.ops.convert_to_numpy(layer([np.float32([[1e3], [-1e3]]), encoded[:2]],
+                                           inverse=True))[:, 0]
+    np.testing.assert_allclose(far, [x.max(), x.min()], rtol=1e-5)
     assert ConditionalStandardize.from_config(layer.get_config()).get_config() == \
         layer.get_config()
     with pytest.raises(ValueError, match="continuous"):

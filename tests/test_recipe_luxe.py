@@ -1,5 +1,5 @@
-"""End to end: the LUXE split-learning recipe on a tiny preset (split, then --no-split beside it):
-per-region bars, per-epoch KL in TensorBoard, one exported SavedModel for the mixture."""
+"""End to end: the LUXE split-learning recipe on a tiny preset: per-region bars, per-epoch KL in
+TensorBoard, one exported SavedModel for the mixture; the --no-split comparison table."""
 
 import json
 import subprocess
@@ -26,15 +26,11 @@ def _run(out, *extra):
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory):
-    split = _run(tmp_path_factory.mktemp("luxe_split"))
-    plane = _run(tmp_path_factory.mktemp("luxe_plane"), "--no-split", "--compare-run",
-                 str(split))
-    return split, plane
+def split(tmp_path_factory):
+    return _run(tmp_path_factory.mktemp("luxe_split"))
 
 
-def test_region_bars_fractions_and_comparison(runs):
-    split, plane = runs
+def test_region_bars_and_fractions(split):
     metrics = json.loads((split / "metrics.json").read_text())
     rows = {m["name"]: m for m in metrics["metrics"]}
     for region in ("inner", "outer"):
@@ -46,16 +42,26 @@ def test_region_bars_fractions_and_comparison(runs):
     assert rows["region_fraction_inner"]["value"] < 4 * rows["region_fraction_inner"]["error"]
     assert metrics["mode"] == "split" and "inner max KL" in metrics["split_summary"]
     assert metrics["comparison"]["rows"][1]["name"] == "library"
-    other = json.loads((plane / "metrics.json").read_text())
-    assert other["mode"] == "no-split"
-    report = (plane / "report.md").read_text()
-    assert "## Split learning" in report and str(split) in report
+    assert "## Split learning" in (split / "report.md").read_text()
 
 
-def test_kl_per_feature_logged_every_epoch_in_tensorboard(runs):
+def test_no_split_comparison_table(split):
+    sys.path.insert(0, str(ROOT / "recipes"))
+    try:
+        import luxe_split_wgan as recipe
+    finally:
+        sys.path.remove(str(ROOT / "recipes"))
+    other = json.loads((split / "metrics.json").read_text())["split_summary"]
+    mine = {**other, "inner max KL": {"value": 0.5, "feature": "y"}}
+    lines = recipe.comparison_notes("no-split", mine, "split (run)", other)
+    row = next(line for line in lines if line.startswith("| inner max KL"))
+    assert "0.5 (y)" in row and f"{other['inner max KL']['value']:.4g}" in row
+    assert lines[4].startswith("| quantity | no-split | split (run) |")
+
+
+def test_kl_per_feature_logged_every_epoch_in_tensorboard(split):
     import tensorflow as tf
 
-    split, _ = runs
     for region in ("inner", "outer"):
         files = list((split / f"region_{region}" / "logs" / "physics").glob("events.out.*"))
         assert files, region
@@ -69,24 +75,18 @@ def test_kl_per_feature_logged_every_epoch_in_tensorboard(runs):
         assert "monitor" in tags
 
 
-def test_one_savedmodel_for_the_mixture(runs):
+def test_one_savedmodel_for_the_mixture(split):
     import tensorflow as tf
 
-    split, plane = runs
-    for run, latent in ((split, 17), (plane, 16)):
-        version = run / "saved_models" / "luxe_split_wgan" / "1"
-        info = json.loads((version / "assets.extra" / "ddsim_gan.json").read_text())
-        assert info["latent_dim"] == latent and info["n_conditions"] == 1
-        model = tf.saved_model.load(str(version))
-        conditions = tf.constant(np.repeat(np.arange(4.0), 500)[:, None], tf.float32)
-        serve = model.signatures["serving_default"]
-        a = serve(conditions=conditions, seed=tf.constant(3, tf.int64))["samples"].numpy()
-        b = serve(conditions=conditions, seed=tf.constant(3, tf.int64))["samples"].numpy()
-        assert a.shape == (2000, 6) and np.isfinite(a).all() and (a == b).all()
-    fractions = json.loads((split / "regions.json").read_text())["fractions"]
     version = split / "saved_models" / "luxe_split_wgan" / "1"
-    samples = tf.saved_model.load(str(version)).signatures["serving_default"](
-        conditions=conditions, seed=tf.constant(5, tf.int64))["samples"].numpy()
+    info = json.loads((version / "assets.extra" / "ddsim_gan.json").read_text())
+    assert info["latent_dim"] == 17 and info["n_conditions"] == 1   # 16 + the region choice
+    serve = tf.saved_model.load(str(version)).signatures["serving_default"]
+    conditions = tf.constant(np.repeat(np.arange(4.0), 500)[:, None], tf.float32)
+    samples = serve(conditions=conditions, seed=tf.constant(5, tf.int64))["samples"].numpy()
+    again = serve(conditions=conditions, seed=tf.constant(5, tf.int64))["samples"].numpy()
+    assert samples.shape == (2000, 6) and np.isfinite(samples).all() and (samples == again).all()
+    fractions = json.loads((split / "regions.json").read_text())["fractions"]
     inner = np.hypot(samples[:, 0].astype(float), samples[:, 1].astype(float)) < 100.0
     for species in range(4):
         assert inner[species * 500:(species + 1) * 500].mean() == pytest.approx(

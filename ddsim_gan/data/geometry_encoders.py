@@ -75,6 +75,9 @@ class ImpactPointEncoder(keras.layers.Layer):
         v = face_y - self.cell_mm * ops.round(face_y / self.cell_mm)
         return ops.concatenate([c, ops.stack([tx, ty, u, v], axis=1)], axis=1)
 
+    def build(self, input_shape):
+        self.encoder.build((input_shape[0], 6 + self.N_DERIVED))
+
     def adapt(self, conditions):
         self.encoder.adapt(ops.convert_to_numpy(self.derived(
             ops.convert_to_tensor(np.asarray(conditions, "float32")))))

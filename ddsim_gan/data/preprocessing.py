@@ -274,10 +274,11 @@ class HardThreshold(keras.layers.Layer):
 
 @keras.saving.register_keras_serializable(package=_PACKAGE)
 class ConditionalStandardize(keras.layers.Layer):
-    """Samples in units of their conditional spread: r = (Q(x) - m(c)) / s(c), per column.
+    """Samples in units of their conditional spread: r = (T(x) - m(c)) / s(c), per column.
 
-    Q is a :class:`QuantileTransform` of the samples' marginal distribution. m(c) and
-    log s(c)^2 are linear in features of the *encoded* conditions c (a
+    T is the identity (``space="linear"``, the inverse clipped to the training range) or a
+    :class:`QuantileTransform` of the samples' marginal distribution (``space="quantile"``).
+    m(c) and log s(c)^2 are linear in features of the *encoded* conditions c (a
     :class:`ConditionEncoder`'s output):
 
         phi(c) = hat_k(c_knot)  x  onehot(category)  x  (1, c_linear...),
@@ -294,8 +295,12 @@ class ConditionalStandardize(keras.layers.Layer):
     critic barely sees a 30 % error in their width (a chain trained on Q(x) alone gets the
     widths 20-40 % too narrow in 10-keV bins). In r the conditional distributions are of unit
     width and centred, and the GAN learns what the linear model misses (shape, tails,
-    non-linear dependences). ``layer([x, c])`` is the forward map, ``layer([r, c],
-    inverse=True)`` the inverse; keras.ops only.
+    non-linear dependences). Where the marginal density changes fast (nuclear recoils at the
+    top of their S1 range, where electron recoils take over) Q bends the conditional
+    distribution, which is nearly symmetric in physical units, into a skewed one whose tail the
+    inverse stretches again; ``space="linear"`` avoids that for outputs whose conditional
+    distributions are compact in physical units. ``layer([x, c])`` is the forward map,
+    ``layer([r, c], inverse=True)`` the inverse; keras.ops only.
 
     Args:
         n_features: sample columns k.
@@ -303,10 +308,11 @@ class ConditionalStandardize(keras.layers.Layer):
         category_groups: per categorical condition, the indices of its one-hot columns.
         linear_columns: encoded columns entering linearly.
         n_knots: number of hat functions.
+        space: ``"linear"`` or ``"quantile"`` (see above).
     """
 
     def __init__(self, n_features=1, knot_column=0, category_groups=(), linear_columns=(),
-                 n_knots=24, n_quantiles=1000, ridge=1e-6, **kwargs):
+                 n_knots=24, n_quantiles=1000, ridge=1e-6, space="quantile", **kwargs):
         super().__init__(**kwargs)
         self.n_features = int(n_features)
         self.knot_column = int(knot_column)
@@ -317,12 +323,20 @@ class ConditionalStandardize(keras.layers.Layer):
             raise ValueError(f"ConditionalStandardize: n_knots must be >= 2, got {n_knots}")
         self.n_quantiles = int(n_quantiles)
         self.ridge = float(ridge)
+        if space not in ("linear", "quantile"):
+            raise ValueError(f"ConditionalStandardize: space must be 'linear' or 'quantile', "
+                             f"got {space!r}")
+        self.space = space
         width = self.n_knots * (1 + len(self.linear_columns))
         for group in self.category_groups:
             width *= len(group)
         self.n_basis = width
         self.quantile = QuantileTransform(self.n_features, self.n_quantiles, name="quantile",
                                           dtype=self.dtype_policy)
+        self.low = self.add_weight(shape=(self.n_features,), initializer="zeros",
+                                   trainable=False, name="low")
+        self.high = self.add_weight(shape=(self.n_features,), initializer="ones",
+                                    trainable=False, name="high")
         self.knots = self.add_weight(shape=(self.n_knots,), trainable=False, name="knots",
                                      initializer=keras.initializers.Constant(
                                          np.linspace(-1.0, 1.0, self.n_knots)))
@@ -378,11 +392,13 @@ class ConditionalStandardize(keras.layers.Layer):
             raise ValueError(f"ConditionalStandardize.adapt: {len(samples)} samples but "
                              f"{len(encoded)} encoded conditions")
         self.quantile.adapt(samples)
+        self.low.assign(samples.min(axis=0))
+        self.high.assign(samples.max(axis=0))
         column = encoded[:, self.knot_column]
         self.knots.assign(np.linspace(column.min(), column.max(), self.n_knots)
                           .astype("float32"))
         basis = ops.convert_to_numpy(self.features(encoded)).astype(np.float64)
-        y = ops.convert_to_numpy(self.quantile(samples)).astype(np.float64)
+        y = ops.convert_to_numpy(self._to_space(samples)).astype(np.float64)
         gram = basis.T @ basis
         gram += self.ridge * np.trace(gram) / len(gram) * np.eye(len(gram))
         mean_coef = np.linalg.solve(gram, basis.T @ y)
@@ -401,12 +417,20 @@ class ConditionalStandardize(keras.layers.Layer):
         if not self.quantile.built:
             self.quantile.build(input_shapes[0])
 
+    def _to_space(self, x):
+        x = ops.cast(x, "float32")
+        return self.quantile(x) if self.space == "quantile" else x
+
     def call(self, inputs, inverse=False):
         values, encoded = inputs
         mean, scale = self._moments(encoded)
-        if inverse:
-            return self.quantile(mean + scale * ops.cast(values, "float32"), inverse=True)
-        return (self.quantile(ops.cast(values, "float32")) - mean) / scale
+        if not inverse:
+            return (self._to_space(values) - mean) / scale
+        y = mean + scale * ops.cast(values, "float32")
+        if self.space == "quantile":
+            return self.quantile(y, inverse=True)
+        return ops.minimum(ops.maximum(y, ops.cast(self.low, "float32")),
+                           ops.cast(self.high, "float32"))
 
     def compute_output_shape(self, input_shapes):
         return input_shapes[0]
@@ -415,4 +439,4 @@ class ConditionalStandardize(keras.layers.Layer):
         return {**super().get_config(), "n_features": self.n_features,
                 "knot_column": self.knot_column, "category_groups": self.category_groups,
                 "linear_columns": self.linear_columns, "n_knots": self.n_knots,
-                "n_quantiles": self.n_quantiles, "ridge": self.ridge}
+                "n_quantiles": self.n_quantiles, "ridge": self.ridge, "space": self.space}

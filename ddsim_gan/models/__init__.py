@@ -10,13 +10,14 @@ from ..data import preprocessing as _preprocessing  # noqa: F401  (registers the
 from . import networks as _networks  # noqa: F401
 from . import layerwise as _layerwise  # noqa: F401
 from . import calorimeter as _calorimeter  # noqa: F401
+from ..data import geometry_encoders as _geometry_encoders  # noqa: F401
 from . import heads as _heads  # noqa: F401
 from . import regions as _regions  # noqa: F401  (region mixture; also imports chain)
 from . import chain as _chain  # noqa: F401  (NoiseSlice; auto-regressive chain)
 
 _LAZY = {"ConditionalGAN": "gan", "build_conditional_gan": "builders",
          "build_vector_gan": "builders", "AutoregressiveChain": "chain",
-         "ConditionalFlow": "flow"}
+         "ConditionalFlow": "flow", "AuxiliaryRegressorGAN": "auxiliary"}
 
 
 def load_generator(path):

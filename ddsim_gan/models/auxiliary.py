@@ -25,10 +25,12 @@ gradient of the metric through R, which is what gives that metric priority.
 
 from __future__ import annotations
 
+import math
+
 import keras
 import numpy as np
 import tensorflow as tf
-from keras import layers
+from keras import layers, ops
 
 from .gan import ConditionalGAN
 
@@ -64,15 +66,55 @@ class RegressionLoss:
         return cls(**config)
 
 
-def dense_regressor(sample_shape, condition_width, hidden=(256, 128), name="regressor"):
-    """``[normalized sample, encoded conditions]`` -> one number (the standardized metric)."""
+@keras.saving.register_keras_serializable(package=_PACKAGE)
+class EnergyFractions(keras.layers.Layer):
+    """Normalized sample -> each cell's fraction of the event's energy, flattened ``[n, cells]``
+    (the normalization inverted with the :class:`~ddsim_gan.data.preprocessing.LogScale`
+    ``scale``, ``norm``; an empty event gives zeros)."""
+
+    def __init__(self, scale, norm, **kwargs):
+        super().__init__(**kwargs)
+        self.scale = float(scale)
+        self.norm = float(norm)
+
+    def call(self, normalized):
+        y = ops.reshape(ops.cast(normalized, "float32"), (ops.shape(normalized)[0], -1))
+        energy = self.scale * ops.expm1(y * self.norm)
+        return energy / (ops.sum(energy, axis=1, keepdims=True) + 1e-6)
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], math.prod(input_shape[1:]))
+
+    def get_config(self):
+        return {**super().get_config(), "scale": self.scale, "norm": self.norm}
+
+
+def dense_regressor(sample_shape, condition_width, hidden=(256, 128), fractions=None,
+                    readout_hidden=128, name="regressor"):
+    """``[normalized sample, encoded conditions]`` -> one number (the standardized metric).
+
+    An MLP of the cells and the conditions; with ``fractions`` (an :class:`EnergyFractions`
+    layer) also a conditional linear readout sum_i f_i w_i(c) of the energy fractions f_i, the
+    weights w(c) = tanh(MLP(c)) one per cell: most shower metrics (asymmetries, energy
+    shares) are linear in the fractions with condition-dependent weights, so this path learns
+    them from far fewer examples than the MLP of the cells alone. Both paths are combined by
+    the output unit.
+    """
     sample = keras.Input(tuple(sample_shape), name="sample")
     conditions = keras.Input((condition_width,), name="encoded_conditions")
     x = layers.Concatenate()([layers.Flatten()(sample), conditions])
     for i, units in enumerate(hidden):
         x = layers.LeakyReLU(0.2)(layers.Dense(units, name=f"dense_{i}")(x))
         x = layers.Concatenate()([x, conditions])   # the metric depends on c at every scale
-    out = layers.Dense(1, dtype="float32", name="prediction")(x)
+    pieces = [x]
+    if fractions is not None:
+        w = layers.LeakyReLU(0.2)(layers.Dense(readout_hidden, name="weights_hidden_0")(
+            conditions))
+        w = layers.LeakyReLU(0.2)(layers.Dense(readout_hidden, name="weights_hidden_1")(w))
+        w = layers.Dense(math.prod(sample_shape), activation="tanh", name="cell_weights")(w)
+        pieces.append(layers.Dot(axes=1, name="readout")([fractions(sample), w]))
+    out = layers.Dense(1, dtype="float32", name="prediction")(
+        layers.Concatenate()(pieces) if len(pieces) > 1 else pieces[0])
     return keras.Model([sample, conditions], out, name=name)
 
 
@@ -245,7 +287,8 @@ def build_auxiliary_gan(detector, train_conditions, train_samples, train_targets
                         condition_encoder=None, regressor=True, energy_condition=None,
                         latent_dim=64, generator_hidden=(256, 256), critic_hidden=(256, 256),
                         regressor_hidden=(256, 128), critic_steps=4, gradient_penalty=10.0,
-                        log_scale=1.0, extra_penalties=(), seed=0):
+                        log_scale=1.0, cell_noise=True, readout_noise=None, extra_penalties=(),
+                        seed=0):
     """A dense conditional WGAN-GP for an image detector with (``regressor=True``, an
     :class:`AuxiliaryRegressorGAN`; ``train_targets`` fit the metric's standardization) or
     without (the ablation: a plain :class:`ConditionalGAN` with the same generator and critic
@@ -254,13 +297,19 @@ def build_auxiliary_gan(detector, train_conditions, train_samples, train_targets
     ``condition_encoder`` defaults to ``ConditionEncoder.for_detector`` (e.g. give an
     :class:`~ddsim_gan.data.geometry_encoders.ImpactPointEncoder`); the rest is as
     :func:`~ddsim_gan.models.builders.build_conditional_gan` (LogScale of the largest cell,
-    ShowerFeatures in the critic, EnergyShareHead on ``energy_condition``, mean-shower start).
+    ShowerFeatures in the critic, EnergyShareHead on ``energy_condition``); with an energy head
+    the generator is :func:`~ddsim_gan.models.calorimeter.cell_generator` (per-cell noise when
+    ``cell_noise``, conditions next to the output, started at the mean shower; with
+    ``readout_noise`` the detector's nominal noise, a
+    :class:`~ddsim_gan.models.calorimeter.NoisyEnergyShareHead`). The regressor is
+    :func:`dense_regressor` with the fraction readout.
     """
     import math
 
     from ..data.preprocessing import ConditionEncoder, LogScale
     from . import networks, penalties as penalty_objects
-    from .builders import _start_from_the_mean_shower, fit_response
+    from .builders import fit_response
+    from .calorimeter import NoisyEnergyShareHead, cell_generator, start_at_category_means
 
     encoder = condition_encoder or ConditionEncoder.for_detector(
         detector, name="condition_encoder", dtype="float32")
@@ -271,21 +320,30 @@ def build_auxiliary_gan(detector, train_conditions, train_samples, train_targets
     head, output_units = None, None
     if energy_condition is not None:
         mean, spread = fit_response(detector, train_conditions, train_samples, energy_condition)
-        head = networks.EnergyShareHead(
+        head_class = networks.EnergyShareHead if readout_noise is None else NoisyEnergyShareHead
+        noise = {} if readout_noise is None else {"noise_sigma": readout_noise}
+        head = head_class(
             detector.sample_shape, detector.condition_names.index(energy_condition), mean,
-            detector.threshold, response_spread=spread, name="energy_share")
+            detector.threshold, response_spread=spread, name="energy_share", **noise)
         output_units = math.prod(detector.sample_shape) + 1
-    generator = networks.dense_generator(latent_dim, encoder.output_width, detector.sample_shape,
-                                         hidden=generator_hidden, output_units=output_units)
+    latent = latent_dim
     if head is not None:
-        _start_from_the_mean_shower(generator, train_samples)
+        generator = cell_generator(latent_dim, encoder.output_width, detector.sample_shape,
+                                   hidden=generator_hidden, cell_noise=cell_noise,
+                                   readout_noise=readout_noise is not None)
+        start_at_category_means(generator, encoder, detector, train_conditions, train_samples,
+                                energy_condition, mean)
+        latent = generator.inputs[0].shape[-1]
+    else:
+        generator = networks.dense_generator(latent_dim, encoder.output_width,
+                                             detector.sample_shape, hidden=generator_hidden)
     penalties = [penalty_objects.GradientPenalty(gradient_penalty), *extra_penalties]
     common = dict(threshold=detector.threshold, penalties=penalties, critic_steps=critic_steps,
                   seed=seed, output_head=head)
     if not regressor:
         critic = networks.dense_critic(detector.sample_shape, encoder.output_width,
                                        hidden=critic_hidden, features=features)
-        return ConditionalGAN(generator, critic, encoder, transform, latent_dim,
+        return ConditionalGAN(generator, critic, encoder, transform, latent,
                               name=f"{detector.name}_gan", **common)
     if train_targets is None:
         raise ValueError("build_auxiliary_gan: the regressor needs train_targets (the metric "
@@ -293,8 +351,9 @@ def build_auxiliary_gan(detector, train_conditions, train_samples, train_targets
     targets = np.asarray(train_targets, np.float64)
     critic = auxiliary_dense_critic(detector.sample_shape, encoder.output_width, 1,
                                     hidden=critic_hidden, features=features)
-    network = dense_regressor(detector.sample_shape, encoder.output_width, regressor_hidden)
-    return AuxiliaryRegressorGAN(generator, critic, encoder, transform, latent_dim,
+    network = dense_regressor(detector.sample_shape, encoder.output_width, regressor_hidden,
+                              fractions=EnergyFractions(log_scale, norm, name="fractions"))
+    return AuxiliaryRegressorGAN(generator, critic, encoder, transform, latent,
                                  regressor=network, target_mean=float(targets.mean()),
                                  target_scale=float(targets.std() or 1.0),
                                  name=f"{detector.name}_aux_gan", **common)

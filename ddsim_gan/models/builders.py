@@ -8,7 +8,7 @@ from statistics import NormalDist
 import keras
 import numpy as np
 
-from ..data.preprocessing import ConditionEncoder, LogScale, QuantileTransform
+from ..data.preprocessing import ConditionEncoder, LogScale, QuantileTransform, Standardize
 from . import layerwise, networks, penalties as penalty_objects
 from .gan import ConditionalGAN
 
@@ -48,9 +48,12 @@ def build_conditional_gan(detector, train_conditions, train_samples=None, *, max
                           latent_dim=64, generator_hidden=(512, 512), critic_hidden=(512, 256),
                           critic_steps=4, gradient_penalty=10.0, shower_features=True,
                           log_scale=1.0, energy_condition=None, extra_penalties=(), seed=0,
-                          critic_features=(), architecture="dense", layer_code=64):
+                          critic_features=(), architecture="dense", layer_code=64,
+                          scattered_scale=0.0):
     """A conditional WGAN-GP for an image detector: dense networks, or with
-    ``architecture="layerwise"`` the factorized ones of :mod:`~ddsim_gan.models.layerwise`.
+    ``architecture="layerwise"`` the factorized ones of :mod:`~ddsim_gan.models.layerwise`
+    (with ``scattered_scale`` > 0 MeV: per-cell noise and scattered deposits, see
+    :class:`~ddsim_gan.models.networks.EnergyShareHead`).
 
     Samples are normalized by ``LogScale(log_scale, log1p(max_value / log_scale))`` so cells span
     [0, ~1]; conditions by a :class:`ConditionEncoder` adapted to ``train_conditions``.
@@ -80,7 +83,8 @@ def build_conditional_gan(detector, train_conditions, train_samples=None, *, max
         mean, spread = fit_response(detector, train_conditions, train_samples, energy_condition)
         head = networks.EnergyShareHead(
             detector.sample_shape, detector.condition_names.index(energy_condition), mean,
-            detector.threshold, response_spread=spread, name="energy_share")
+            detector.threshold, response_spread=spread, scattered_scale=scattered_scale,
+            name="energy_share")
         output_units = math.prod(detector.sample_shape) + 1
     if architecture == "layerwise":
         if head is None or "layer" not in (detector.axes or ()):
@@ -89,7 +93,7 @@ def build_conditional_gan(detector, train_conditions, train_samples=None, *, max
         layer_axis = detector.axes.index("layer")
         generator = layerwise.layerwise_generator(
             latent_dim, encoder.output_width, detector.sample_shape, layer_axis,
-            hidden=generator_hidden, layer_code=layer_code)
+            hidden=generator_hidden, layer_code=layer_code, cell_noise=bool(scattered_scale))
     elif architecture == "dense":
         generator = networks.dense_generator(latent_dim, encoder.output_width,
                                              detector.sample_shape, hidden=generator_hidden,
@@ -108,7 +112,7 @@ def build_conditional_gan(detector, train_conditions, train_samples=None, *, max
         critic = networks.dense_critic(detector.sample_shape, encoder.output_width,
                                        hidden=critic_hidden, features=all_features)
     penalties = [penalty_objects.GradientPenalty(gradient_penalty), *extra_penalties]
-    return ConditionalGAN(generator, critic, encoder, transform, latent_dim,
+    return ConditionalGAN(generator, critic, encoder, transform, generator.inputs[0].shape[-1],
                           threshold=detector.threshold, penalties=penalties,
                           critic_steps=critic_steps, seed=seed, output_head=head,
                           name=f"{detector.name}_gan")
@@ -117,7 +121,8 @@ def build_conditional_gan(detector, train_conditions, train_samples=None, *, max
 def build_vector_gan(condition_encoder, train_conditions, train_samples, *, latent_dim=8,
                      generator_hidden=(128, 128, 128), critic_hidden=(128, 128, 128),
                      critic_steps=4, gradient_penalty=10.0, one_sided=True, n_quantiles=1000,
-                     seed=0, name="vector_gan", output_head=None):
+                     seed=0, name="vector_gan", output_head=None, sample_transform="quantile",
+                     output_bound=None):
     """A dense conditional WGAN-GP for a few numbers per event (vector outputs: S1, S2, f200;
     DLLs; one link of an auto-regressive chain).
 
@@ -131,19 +136,33 @@ def build_vector_gan(condition_encoder, train_conditions, train_samples, *, late
     ``output_head`` (e.g. :class:`~ddsim_gan.models.heads.ThresholdTieHead`, adapted to the
     training samples) maps the generator's Gaussian units to physical samples instead of the
     inverse transform.
+
+    ``sample_transform="standardize"`` uses a :class:`Standardize` instead, for outputs that are
+    already of unit scale at every condition (an auto-regressive chain's standardized
+    residuals): the critic then sees them linearly, so mass a generator leaks into the far tails
+    costs it in proportion to the distance (in Gaussianized units the tails are compressed, and
+    0.1 % of outliers can double a width), and the soft clip bounds the output at
+    ``output_bound`` standard deviations (default 6).
     """
     samples = np.asarray(train_samples, np.float32)
     samples = samples.reshape(len(samples), -1)
     width = samples.shape[1]
     condition_encoder.adapt(train_conditions)
-    transform = QuantileTransform(width, n_quantiles, name="sample_transform", dtype="float32")
-    transform.adapt(samples)
+    if sample_transform == "quantile":
+        transform = QuantileTransform(width, n_quantiles, name="sample_transform",
+                                      dtype="float32").adapt(samples)
+        # keep the output inside the range the transform inverts (else no gradient comes back)
+        bound = output_bound or NormalDist().inv_cdf(1.0 - transform.epsilon)
+    elif sample_transform == "standardize":
+        transform = Standardize((width,), name="sample_transform", dtype="float32").adapt(samples)
+        bound = output_bound or 6.0
+    else:
+        raise ValueError(f"sample_transform must be 'quantile' or 'standardize', got "
+                         f"{sample_transform!r}")
     base = networks.dense_generator(
         latent_dim, condition_encoder.output_width, (width,), hidden=generator_hidden,
         output_activation="linear",
         output_units=None if output_head is None else output_head.input_units)
-    # keep the output inside the range the transform inverts (else no gradient comes back)
-    bound = NormalDist().inv_cdf(1.0 - transform.epsilon)
     generator = keras.Model(base.inputs, networks.SoftClip(bound, name="soft_clip")(base.output),
                             name="generator")
     critic = networks.dense_critic((width,), condition_encoder.output_width, hidden=critic_hidden)

@@ -56,22 +56,22 @@ _PACKAGE = "ddsim_gan"
 
 @keras.saving.register_keras_serializable(package=_PACKAGE)
 class NoiseSplit(keras.layers.Layer):
-    """``[n, k + m]`` -> (``[n, k]``, ``[n, m]``): the network's latent numbers and the per-cell
-    noise."""
+    """``[n, k + b m]`` -> ``[n, k]``, then ``b`` blocks ``[n, m]``: the network's latent
+    numbers, then the per-cell noise blocks (``sizes`` = (k, m, m, ...))."""
 
-    def __init__(self, latent_dim, **kwargs):
+    def __init__(self, sizes, **kwargs):
         super().__init__(**kwargs)
-        self.latent_dim = int(latent_dim)
+        self.sizes = [int(k) for k in (sizes if np.ndim(sizes) else [sizes])]
 
     def call(self, noise):
-        return noise[:, :self.latent_dim], noise[:, self.latent_dim:]
+        edges = np.cumsum([0] + self.sizes)
+        return tuple(noise[:, a:b] for a, b in zip(edges[:-1], edges[1:]))
 
     def compute_output_shape(self, input_shape):
-        rest = None if input_shape[1] is None else input_shape[1] - self.latent_dim
-        return (input_shape[0], self.latent_dim), (input_shape[0], rest)
+        return tuple((input_shape[0], k) for k in self.sizes)
 
     def get_config(self):
-        return {**super().get_config(), "latent_dim": self.latent_dim}
+        return {**super().get_config(), "sizes": self.sizes}
 
 
 @keras.saving.register_keras_serializable(package=_PACKAGE)
@@ -120,6 +120,53 @@ class CellBias(keras.layers.Layer):
         return input_shape
 
 
+@keras.saving.register_keras_serializable(package=_PACKAGE)
+class NoisyEnergyShareHead(networks.EnergyShareHead):
+    """:class:`~ddsim_gan.models.networks.EnergyShareHead` plus the readout's electronic noise:
+
+        cell_i = sum_E softmax(logits)_i + sigma_l(i) eta_i,  zeroed below the threshold,
+
+    with eta a per-cell standard normal that the generator passes through after the logits and
+    the response (input units: cells + 1 + cells) and sigma a learned noise level, one per entry
+    of ``noise_sigma`` (broadcast over the sample: one per layer, shape (layers, 1, 1), or one
+    for all cells), started at the detector's nominal noise. Isolated noise hits far from the
+    shower (about one per LHCb event, a few per hundred SiW events) move the energy widths and
+    hit counts; a softmax cannot produce them from noise-free cells, because cells below the
+    threshold get no gradient. Noise is added before the threshold, as in the detector.
+    """
+
+    def __init__(self, sample_shape, energy_index=0, log_response=0.0, threshold=0.0,
+                 response_spread=3.0, noise_sigma=(1.0,), **kwargs):
+        super().__init__(sample_shape, energy_index, log_response, threshold, response_spread,
+                         **kwargs)
+        self.noise_sigma = np.asarray(noise_sigma, np.float32).tolist()
+        shape = np.shape(self.noise_sigma)
+        self.log_noise = self.add_weight(
+            shape=shape, name="log_noise",
+            initializer=keras.initializers.Constant(np.log(np.asarray(noise_sigma, np.float32))))
+
+    @property
+    def input_units(self):
+        return 2 * math.prod(self.sample_shape) + 1
+
+    def call(self, inputs):
+        raw, conditions = inputs
+        raw = ops.cast(raw, "float32")
+        cells = math.prod(self.sample_shape)
+        energy = ops.cast(conditions[:, self.energy_index:self.energy_index + 1], "float32")
+        spread = self.response_spread
+        rho = spread * ops.tanh(raw[:, cells:cells + 1] / spread)
+        total = energy * ops.exp(self.log_response + rho)
+        shower = ops.reshape(total * ops.softmax(raw[:, :cells], axis=-1),
+                             (-1,) + self.sample_shape)
+        eta = ops.reshape(raw[:, cells + 1:], (-1,) + self.sample_shape)
+        values = shower + ops.exp(ops.cast(self.log_noise, "float32")) * eta
+        return values * ops.cast(values >= self.threshold, "float32")
+
+    def get_config(self):
+        return {**super().get_config(), "noise_sigma": self.noise_sigma}
+
+
 def conv3d_logits(trunk, sample_shape, channels=(16, 8), upsampling="transpose"):
     """Per-cell logits ``[n, prod(shape)]`` from a dense trunk through 3D convolutions:
     Dense -> (L, X/4, Y/4, c0) -> 2 lateral x2 upsamplings (Conv3DTranspose or UpSampling3D +
@@ -146,10 +193,12 @@ def conv3d_logits(trunk, sample_shape, channels=(16, 8), upsampling="transpose")
 
 
 def cell_generator(latent_dim, condition_width, sample_shape, *, hidden=(256, 512),
-                   cell_noise=True, architecture="dense", channels=(16, 8),
+                   cell_noise=True, readout_noise=False, architecture="dense", channels=(16, 8),
                    upsampling="transpose", name="generator"):
-    """``[noise (latent_dim [+ cells]), encoded conditions]`` -> ``cells + 1`` float32 units
-    (logits and the response), the input of an ``EnergyShareHead`` (module docstring).
+    """``[noise (latent_dim [+ cells] [+ cells]), encoded conditions]`` -> ``cells + 1``
+    float32 units (logits and the response), the input of an ``EnergyShareHead`` (module
+    docstring), followed with ``readout_noise`` by ``cells`` standard normals passed through
+    for a :class:`NoisyEnergyShareHead`.
 
     ``architecture`` "dense": the logits and the response come from one Dense layer on
     [last hidden layer, conditions] (named ``output_dense``); "conv3d": the logits come from
@@ -158,10 +207,13 @@ def cell_generator(latent_dim, condition_width, sample_shape, *, hidden=(256, 51
     ``cell_bias`` then only through the conditions' path of ``response``.
     """
     cells = math.prod(sample_shape)
-    noise = keras.Input((latent_dim + (cells if cell_noise else 0),), name="noise")
+    sizes = [latent_dim] + [cells] * (int(cell_noise) + int(readout_noise))
+    noise = keras.Input((sum(sizes),), name="noise")
     conditions = keras.Input((condition_width,), name="encoded_conditions")
-    z, per_cell = NoiseSplit(latent_dim, name="noise_split")(noise) if cell_noise else (noise,
-                                                                                        None)
+    blocks = list(NoiseSplit(sizes, name="noise_split")(noise)) if len(sizes) > 1 else [noise]
+    z = blocks.pop(0)
+    per_cell = blocks.pop(0) if cell_noise else None
+    readout = blocks.pop(0) if readout_noise else None
     x = layers.Concatenate()([z, conditions])
     for i, units in enumerate(hidden):
         x = layers.LeakyReLU(0.2)(layers.Dense(int(units), name=f"dense_{i}")(x))
@@ -176,6 +228,8 @@ def cell_generator(latent_dim, condition_width, sample_shape, *, hidden=(256, 51
         raise ValueError(f"architecture must be 'dense' or 'conv3d', got {architecture!r}")
     if cell_noise:
         out = CellNoise(dtype="float32", name="cell_noise")([out, per_cell])
+    if readout_noise:                    # passed through to a NoisyEnergyShareHead
+        out = layers.Concatenate(dtype="float32", name="with_readout_noise")([out, readout])
     return keras.Model([noise, conditions], out, name=name)
 
 
@@ -263,7 +317,8 @@ def build_calorimeter_gan(detector, train_conditions, train_samples, *, energy_c
                           generator_hidden=(256, 512), critic_hidden=(256, 256),
                           generator_channels=(16, 8), critic_channels=(8, 16, 32),
                           upsampling="transpose", critic_steps=4, gradient_penalty=10.0,
-                          log_scale=1.0, critic_features=(), extra_penalties=(), seed=0):
+                          log_scale=1.0, critic_features=(), extra_penalties=(),
+                          readout_noise=None, seed=0):
     """A conditional WGAN-GP with an energy-sharing head for a layered calorimeter
     (module docstring): ``architecture`` "dense" or "conv3d" (generator and critic).
 
@@ -272,7 +327,8 @@ def build_calorimeter_gan(detector, train_conditions, train_samples, *, energy_c
     :class:`~ddsim_gan.models.networks.ShowerFeatures` and ``critic_features`` (layers, or
     functions ``(log_scale, norm) -> layer``); ``extra_penalties`` are added to the gradient
     penalty. ``critic_hidden`` is a tuple for the dense critic, its first entry is the dense
-    width of the 3D one.
+    width of the 3D one. ``readout_noise`` (the detector's nominal noise, one value or an array
+    broadcast over the sample, e.g. per layer) makes the head a :class:`NoisyEnergyShareHead`.
     """
     from . import penalties as penalty_objects  # TensorFlow: imported when a GAN is built
     from .builders import fit_response
@@ -286,12 +342,18 @@ def build_calorimeter_gan(detector, train_conditions, train_samples, *, energy_c
     norm = float(np.log1p(float(np.max(train_samples)) / log_scale))
     transform = LogScale(log_scale, norm, name="sample_transform", dtype="float32")
     mean, spread = fit_response(detector, train_conditions, train_samples, energy_condition)
-    head = networks.EnergyShareHead(detector.sample_shape,
-                                    detector.condition_names.index(energy_condition), mean,
+    energy_index = detector.condition_names.index(energy_condition)
+    if readout_noise is None:
+        head = networks.EnergyShareHead(detector.sample_shape, energy_index, mean,
+                                        detector.threshold, response_spread=spread,
+                                        name="energy_share")
+    else:
+        head = NoisyEnergyShareHead(detector.sample_shape, energy_index, mean,
                                     detector.threshold, response_spread=spread,
-                                    name="energy_share")
+                                    noise_sigma=readout_noise, name="energy_share")
     generator = cell_generator(latent_dim, encoder.output_width, detector.sample_shape,
                                hidden=generator_hidden, cell_noise=cell_noise,
+                               readout_noise=readout_noise is not None,
                                architecture=architecture, channels=generator_channels,
                                upsampling=upsampling)
     start_at_category_means(generator, encoder, detector, train_conditions, train_samples,
@@ -307,7 +369,7 @@ def build_calorimeter_gan(detector, train_conditions, train_samples, *, energy_c
         critic = networks.dense_critic(detector.sample_shape, encoder.output_width,
                                        hidden=hidden, features=features)
     penalties = [penalty_objects.GradientPenalty(gradient_penalty), *extra_penalties]
-    latent = latent_dim + (math.prod(detector.sample_shape) if cell_noise else 0)
+    latent = generator.inputs[0].shape[-1]
     return ConditionalGAN(generator, critic, encoder, transform, latent,
                           threshold=detector.threshold, penalties=penalties,
                           critic_steps=critic_steps, seed=seed, output_head=head,

@@ -12,12 +12,15 @@ whose conditions are the detector's conditions followed by the outputs of the li
   and standardization of energies); the previous outputs through the quantile columns of the
   :class:`~ddsim_gan.data.preprocessing.ConditionEncoder` (heavy tails, point masses);
 * the link's output x goes through a
-  :class:`~ddsim_gan.data.preprocessing.ConditionalStandardize`: the
-  :class:`~ddsim_gan.data.preprocessing.QuantileTransform` of its marginal, then centred and
-  scaled by a linear model of the encoded conditions, r = (Q(x) - m(c)) / s(c), so the GAN
-  learns a distribution of unit width at every condition (in Q(x) alone the conditional
-  distributions are a few percent of the range wide and a GAN gets their widths 20-40 % wrong);
-  the GAN itself Gaussianizes r once more with its own QuantileTransform;
+  :class:`~ddsim_gan.data.preprocessing.ConditionalStandardize`: centred and scaled by a linear
+  model of the encoded conditions, r = (x - m(c)) / s(c) (``space="linear"``, the default; or
+  of the :class:`~ddsim_gan.data.preprocessing.QuantileTransform` of its marginal, Q(x), with
+  ``space="quantile"``), so the GAN learns a distribution of unit width at every condition. In
+  the marginal's Gaussian units alone the conditional distributions are a few percent of the
+  range wide, and a GAN gets their widths 20-40 % wrong; and Q bends them where the marginal
+  density changes fast, which skews r (see the layer's docstring);
+* the GAN sees r linearly (a :class:`~ddsim_gan.data.preprocessing.Standardize`), so a
+  generator that leaks mass into the far tails pays for it in proportion to the distance;
 * each link is trained on the *real* previous values (teacher forcing: the factor
   p(x_i | x_<i, c) is a conditional density of the data whatever the other links do), so the
   links train independently;
@@ -131,7 +134,8 @@ class AutoregressiveChain:
     # ---- building ---------------------------------------------------------------------------
     @classmethod
     def for_detector(cls, detector, train_conditions, train_samples, *, groups=None,
-                     latent_dim=8, n_knots=24, n_quantiles=1000, seed=0, **gan_options):
+                     latent_dim=8, n_knots=24, n_quantiles=1000, space="linear", seed=0,
+                     **gan_options):
         """Links for a vector detector: by default one per output (the auto-regressive chain);
         ``groups`` lists consecutive output columns per link, e.g. ``[(0, 1, 2)]`` for a single
         GAN on all outputs. Encoders and standardizers are fitted on the real previous outputs
@@ -149,6 +153,7 @@ class AutoregressiveChain:
             raise ValueError(f"groups {groups} must list the {n_outputs} output columns once, "
                              "in order")
         names = detector.sample_names or tuple(f"x{i}" for i in range(n_outputs))
+        gan_options.setdefault("sample_transform", "standardize")
         template = ConditionEncoder.for_detector(detector)
         links, standardizers, link_names = [], [], []
         for i, group in enumerate(groups):
@@ -158,7 +163,7 @@ class AutoregressiveChain:
             encoder = link_encoder(template.n_categories, template.log, group[0],
                                    name=f"condition_encoder_{name}").adapt(conditions)
             standardizer = ConditionalStandardize.for_encoder(
-                encoder, len(group), n_knots=n_knots, n_quantiles=n_quantiles,
+                encoder, len(group), n_knots=n_knots, n_quantiles=n_quantiles, space=space,
                 name=f"standardize_{name}", dtype="float32")
             encoded = keras.ops.convert_to_numpy(encoder(conditions))
             standardizer.adapt(samples, encoded)
@@ -250,6 +255,8 @@ class AutoregressiveChain:
     @classmethod
     def load(cls, directory):
         """The chain :meth:`save` wrote."""
+        from . import gan as _gan  # noqa: F401  (registers ConditionalGAN for loading)
+
         directory = Path(directory)
         info_path = directory / "chain.json"
         if not info_path.is_file():

@@ -31,6 +31,42 @@ class CellBias(keras.layers.Layer):
         return x + ops.cast(self.bias, x.dtype)
 
 
+@keras.saving.register_keras_serializable(package=_PACKAGE)
+class NoisyCells(keras.layers.Layer):
+    """s_i = mu_i + exp(log_sigma_i) n_i with n_i ~ N(0, 1) one per cell and event: the cell's
+    own random chance to fire (like StyleGAN's per-pixel noise inputs, T. Karras et al.,
+    arXiv:1812.04948), its mean mu set by the network and its spread learned per cell."""
+
+    def build(self, input_shapes):
+        self.log_sigma = self.add_weight(shape=(input_shapes[0][-1],), initializer="zeros",
+                                         name="log_sigma")
+
+    def call(self, inputs):
+        mu, noise = inputs
+        return mu + ops.exp(ops.cast(self.log_sigma, mu.dtype)) * ops.cast(noise, mu.dtype)
+
+    def compute_output_shape(self, input_shapes):
+        return input_shapes[0]
+
+
+@keras.saving.register_keras_serializable(package=_PACKAGE)
+class Columns(keras.layers.Layer):
+    """Columns ``start:stop`` of a ``[N, width]`` tensor."""
+
+    def __init__(self, start, stop, **kwargs):
+        super().__init__(**kwargs)
+        self.start, self.stop = int(start), int(stop)
+
+    def call(self, x):
+        return x[:, self.start:self.stop]
+
+    def compute_output_shape(self, input_shape):
+        return (input_shape[0], self.stop - self.start)
+
+    def get_config(self):
+        return {**super().get_config(), "start": self.start, "stop": self.stop}
+
+
 def _layer_first(sample_shape, layer_axis):
     """Axis order putting the layer axis first, and the order that undoes it."""
     order = [layer_axis] + [a for a in range(len(sample_shape)) if a != layer_axis]
@@ -39,15 +75,22 @@ def _layer_first(sample_shape, layer_axis):
 
 
 def layerwise_generator(latent_dim, condition_width, sample_shape, layer_axis, hidden=(512, 512),
-                        layer_code=64, name="generator"):
+                        layer_code=64, cell_noise=False, name="generator"):
     """``[noise, encoded conditions]`` -> ``prod(sample_shape) + 1`` float32 units: cell logits in
-    the sample's own flattening order, then one response unit (for ``EnergyShareHead``)."""
+    the sample's own flattening order, then one response unit (for ``EnergyShareHead``).
+
+    With ``cell_noise`` the noise input is ``latent_dim + prod(sample_shape)`` wide, the extra
+    part one normal number per cell, and the output has ``prod(sample_shape)`` more units: the
+    :class:`NoisyCells` scattered-deposit scores (``EnergyShareHead(scattered_scale=...)``).
+    """
     order, inverse = _layer_first(sample_shape, layer_axis)
     n_layers = sample_shape[layer_axis]
-    per_layer = math.prod(sample_shape) // n_layers
-    noise = keras.Input((latent_dim,), name="noise")
+    n_cells = math.prod(sample_shape)
+    per_layer = n_cells // n_layers
+    noise = keras.Input((latent_dim + (n_cells if cell_noise else 0),), name="noise")
     conditions = keras.Input((condition_width,), name="encoded_conditions")
-    x = layers.Concatenate()([noise, conditions])
+    trunk_noise = Columns(0, latent_dim)(noise) if cell_noise else noise
+    x = layers.Concatenate()([trunk_noise, conditions])
     for i, units in enumerate(hidden):
         x = layers.LeakyReLU(0.2)(layers.Dense(units, name=f"dense_{i}")(x))
     codes = layers.Reshape((n_layers, layer_code))(layers.Dense(n_layers * layer_code,
@@ -58,7 +101,17 @@ def layerwise_generator(latent_dim, condition_width, sample_shape, layer_axis, h
     cells = layers.Permute(tuple(i + 1 for i in inverse), dtype="float32")(cells)
     logits = CellBias(dtype="float32", name="output_bias")(layers.Flatten(dtype="float32")(cells))
     response = layers.Dense(1, dtype="float32", name="response")(x)
-    out = layers.Concatenate(dtype="float32", name="logits_and_response")([logits, response])
+    pieces = [logits, response]
+    if cell_noise:
+        mu = layers.Dense(per_layer, dtype="float32", name="scatter_decoder",
+                          bias_initializer=keras.initializers.Constant(-3.5))(
+            layers.LeakyReLU(0.2)(codes))
+        mu = layers.Reshape(tuple(sample_shape[a] for a in order), dtype="float32")(mu)
+        mu = layers.Flatten(dtype="float32")(
+            layers.Permute(tuple(i + 1 for i in inverse), dtype="float32")(mu))
+        pieces.append(NoisyCells(dtype="float32", name="scatter_noise")(
+            [mu, Columns(latent_dim, latent_dim + n_cells)(noise)]))
+    out = layers.Concatenate(dtype="float32", name="logits_and_response")(pieces)
     return keras.Model([noise, conditions], out, name=name)
 
 

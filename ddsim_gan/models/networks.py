@@ -134,39 +134,51 @@ class EnergyShareHead(keras.layers.Layer):
     the sampling fraction in MIP per GeV for SiW); ``response_spread`` s bounds how far one
     event's response may stray from it (a few times the spread seen in the training data: a
     calorimeter's response is bounded, and a critic only weakly notices a few-percent error
-    in one number among thousands of cells). Factorizing the shower into its energy and
+    in one number among thousands of cells). With ``scattered_scale`` > 0 the generator also
+    emits one number s_i per cell, and cell i gets an extra deposit scattered_scale relu(s_i)
+    (read out above the threshold, its energy taken from sum_E): isolated hits far from the
+    core, such as nuclear fragments and noise, which a softmax over the cells spreads thinly
+    instead of placing. Factorizing the shower into its energy and
     its normalized shape is how CaloFlow (C. Krause, D. Shih, arXiv:2106.05285) and
     FastCaloGAN's energy fractions (ATLAS, Comput. Softw. Big Sci. 6 (2022) 7) keep the energy
     response exact while the network learns the shape.
     """
 
     def __init__(self, sample_shape, energy_index=0, log_response=0.0, threshold=0.0,
-                 response_spread=3.0, **kwargs):
+                 response_spread=3.0, scattered_scale=0.0, **kwargs):
         super().__init__(**kwargs)
         self.sample_shape = tuple(int(d) for d in sample_shape)
         self.energy_index = int(energy_index)
         self.log_response = float(log_response)
         self.threshold = float(threshold)
         self.response_spread = float(response_spread)
+        self.scattered_scale = float(scattered_scale)
 
     @property
     def input_units(self):
-        return math.prod(self.sample_shape) + 1
+        cells = math.prod(self.sample_shape)
+        return cells + 1 + (cells if self.scattered_scale else 0)
 
     def call(self, inputs):
         raw, conditions = inputs
         raw = ops.cast(raw, "float32")
+        cells = math.prod(self.sample_shape)
         energy = ops.cast(conditions[:, self.energy_index:self.energy_index + 1], "float32")
         spread = self.response_spread
-        rho = spread * ops.tanh(raw[:, -1:] / spread)
+        rho = spread * ops.tanh(raw[:, cells:cells + 1] / spread)
         total = energy * ops.exp(self.log_response + rho)
-        shares = ops.softmax(raw[:, :-1], axis=-1)
+        deposits = 0.0
+        if self.scattered_scale:
+            deposits = self.scattered_scale * ops.relu(raw[:, cells + 1:])
+            deposits = deposits * ops.cast(deposits >= self.threshold, "float32")
+            total = ops.relu(total - ops.sum(deposits, axis=-1, keepdims=True))
+        shares = ops.softmax(raw[:, :cells], axis=-1)
         # Cells below the readout threshold read zero; the energy they would have held goes to
         # the cells that are read out, so the event's sum stays total (a full-absorption ECAL
         # conditioned on what it measured; its threshold losses are in log_response).
         shares = shares * ops.cast(total * shares >= self.threshold, "float32")
         shares = shares / ops.maximum(ops.sum(shares, axis=-1, keepdims=True), 1e-12)
-        return ops.reshape(total * shares, (-1,) + self.sample_shape)
+        return ops.reshape(total * shares + deposits, (-1,) + self.sample_shape)
 
     def compute_output_shape(self, input_shapes):
         return (input_shapes[0][0],) + self.sample_shape
@@ -174,7 +186,8 @@ class EnergyShareHead(keras.layers.Layer):
     def get_config(self):
         return {**super().get_config(), "sample_shape": list(self.sample_shape),
                 "energy_index": self.energy_index, "log_response": self.log_response,
-                "threshold": self.threshold, "response_spread": self.response_spread}
+                "threshold": self.threshold, "response_spread": self.response_spread,
+                "scattered_scale": self.scattered_scale}
 
 
 
