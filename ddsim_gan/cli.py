@@ -121,6 +121,45 @@ def _convert(args) -> None:
     print(f"wrote {rows} events in {len(paths)} shard(s) to {args.output_dir}")
 
 
+def _latest_versions(base: Path) -> list[Path]:
+    versions = []
+    for model in sorted(p for p in base.iterdir() if p.is_dir()) if base.is_dir() else []:
+        numbered = [v for v in model.iterdir() if v.name.isdigit()]
+        if numbered:
+            versions.append(max(numbered, key=lambda v: int(v.name)))
+    return versions
+
+
+def _benchmark(args) -> None:
+    from .benchmarks import run_all
+
+    models = [Path(m) for m in args.models] if args.models else _latest_versions(args.base)
+    sizes = (1, 10, 100) if args.quick else tuple(args.batch_sizes)
+    result = run_all(models, batch_sizes=sizes, repeats=2 if args.quick else args.repeats,
+                     pipeline_events=2000 if args.quick else args.pipeline_events,
+                     train_steps=5 if args.quick else args.train_steps,
+                     pidgan_python=args.pidgan_python)
+    text = json.dumps(result, indent=1)
+    if args.output:
+        args.output.write_text(text + "\n")
+    peak = result["matmul_peak"]["gflops"]
+    print(f"matmul peak: {peak:.1f} GFLOP/s ({result['machine']['cpus']} CPUs)")
+    for gen in result["generation"]:
+        rates = ", ".join(f"b={r['batch']}: {r['savedmodel_per_s']:.0f}/s" for r in gen["rows"])
+        print(f"{gen['recipe']}: {rates}; {gen['achieved_gflops']:.1f} GFLOP/s "
+              f"({gen.get('fraction_of_peak', 0):.0%} of peak)")
+    pipe = result["input_pipeline"]
+    print(f"input: tf.data {pipe['tfdata_rows_per_s']:.0f} rows/s, h5py "
+          f"{pipe['h5py_rows_per_s']:.0f} rows/s, train step consumes "
+          f"{pipe['train_step_rows_per_s']:.0f} rows/s")
+    steps = result["train_step"]
+    line = f"train step: ddsim_gan {steps['ddsim_gan']['samples_per_s']:.0f} samples/s"
+    if "pidgan" in steps and "samples_per_s" in steps["pidgan"]:
+        line += (f", pidgan {steps['pidgan']['samples_per_s']:.0f} samples/s "
+                 f"(x{steps['speedup']:.2f})")
+    print(line)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ddsim-gan", description=__doc__.split("\n\n")[0],
                                      epilog=__doc__.split("\n\n", 1)[1],
@@ -222,6 +261,24 @@ examples:
     convert.add_argument("--overwrite", action="store_true", help="replace existing shards")
     convert.add_argument("--no-progress", action="store_true", help="no progress bar")
     convert.set_defaults(run=_convert)
+
+    bench = commands.add_parser(
+        "benchmark", help="throughput of shipped models, input pipeline and train step",
+        description="Medians of repeated runs on this machine: samples/s of each SavedModel and "
+                    "its .keras generator at several batch sizes with the achieved GFLOP/s next "
+                    "to the matmul peak, tf.data vs h5py rows/s, and our WGAN-GP train step vs "
+                    "pidgan's (--pidgan-python, a virtual environment with pidgan installed).")
+    bench.add_argument("--models", nargs="*", help="SavedModel version directories (default: "
+                       "the latest version of every model under --base)")
+    bench.add_argument("--base", type=Path, default=Path("saved_models"))
+    bench.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 100, 10_000])
+    bench.add_argument("--repeats", type=int, default=5)
+    bench.add_argument("--pipeline-events", type=int, default=20_000)
+    bench.add_argument("--train-steps", type=int, default=50)
+    bench.add_argument("--pidgan-python", help="python of a virtual environment with pidgan")
+    bench.add_argument("--output", type=Path, help="write the JSON here")
+    bench.add_argument("--quick", action="store_true", help="tiny sizes (seconds)")
+    bench.set_defaults(run=_benchmark)
     return parser
 
 

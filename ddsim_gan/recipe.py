@@ -110,21 +110,25 @@ def setup(args):
     return time.monotonic()
 
 
-def wgan_optimizers(settings, learning_rate=2e-4, betas=(0.5, 0.9), final_fraction=0.1) -> dict:
+def wgan_optimizers(settings, learning_rate=2e-4, betas=(0.5, 0.9), final_fraction=0.1,
+                    generator_fraction=1.0) -> dict:
     """One Adam per network (Gulrajani et al.'s betas), the learning rate decaying along a cosine
     to ``final_fraction`` over the planned steps, and a moving average of the generator's
     weights over about the last tenth of them, at most 1000 steps (finalized into the generator
-    at the end of training by ``training.fit``)."""
+    at the end of training by ``training.fit``). The generator learns at ``generator_fraction``
+    times ``learning_rate`` (< 1: a two time-scale update rule, Heusel et al.
+    arXiv:1706.08500, the critic keeping ahead of the generator)."""
     import keras
 
     steps = settings["epochs"] * settings["steps_per_epoch"]
     ema_momentum = min(0.999, max(0.0, 1.0 - 10.0 / steps))  # >= 0 for runs under 10 steps
 
-    def schedule():
-        return keras.optimizers.schedules.CosineDecay(learning_rate, steps, alpha=final_fraction)
+    def schedule(rate=learning_rate):
+        return keras.optimizers.schedules.CosineDecay(rate, steps, alpha=final_fraction)
 
-    return {"generator_optimizer": keras.optimizers.Adam(schedule(), *betas, use_ema=True,
-                                                         ema_momentum=ema_momentum),
+    return {"generator_optimizer": keras.optimizers.Adam(
+                schedule(learning_rate * generator_fraction), *betas, use_ema=True,
+                ema_momentum=ema_momentum),
             "critic_optimizer": keras.optimizers.Adam(schedule(), *betas)}
 
 

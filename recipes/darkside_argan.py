@@ -79,7 +79,7 @@ GAN_ARCHITECTURE = dict(latent_dim=8, generator_hidden=(128, 128, 128),
                         critic_hidden=(128, 128, 128), critic_steps=4, gradient_penalty=10.0,
                         n_knots=24)
 GAN_LEARNING_RATE = 5e-4
-FLOW_ARCHITECTURE = dict(hidden=(128, 128), n_layers=6)
+FLOW_ARCHITECTURE = dict(hidden=(128, 128), n_layers=6, standardize=True)
 FLOW_LEARNING_RATE = 1e-3
 
 # The bar of issue 3.

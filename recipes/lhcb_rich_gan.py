@@ -42,10 +42,11 @@ PRESETS = {
     "quick": dict(n_train=20_000, n_test=4_000, n_val=5_000, n_bar=50_000, batch_size=256,
                   epochs=2, steps_per_epoch=40, time_limit_minutes=None, library_size=20_000),
     "full": dict(n_train=1_000_000, n_test=50_000, n_val=50_000, n_bar=2_000_000,
-                 batch_size=1024, epochs=40, steps_per_epoch=300, time_limit_minutes=21,
+                 batch_size=1024, epochs=60, steps_per_epoch=300, time_limit_minutes=21,
                  library_size=1_000_000),
 }
 LEARNING_RATE = 5e-4  # with batches of 1024 (medium runs: better than 2e-4 with 512)
+GENERATOR_LR_FRACTION = 1.0
 ARCHITECTURE = dict(latent_dim=16, generator_hidden=(256, 256, 256),
                     critic_hidden=(256, 256, 256), critic_steps=4, gradient_penalty=10.0)
 QUANTILES = (10, 25, 50, 75, 90)
@@ -71,6 +72,9 @@ def _extra(parser):
     parser.add_argument("--learning-rate", type=float, default=LEARNING_RATE,
                         help="initial Adam learning rate of both networks (cosine decay "
                         "to a tenth over the planned steps; default %(default)g)")
+    parser.add_argument("--generator-lr-fraction", type=float, default=GENERATOR_LR_FRACTION,
+                        help="generator learning rate / critic learning rate "
+                        "(default %(default)g)")
     parser.add_argument("--no-ties", action="store_true",
                         help="let the generator learn RichDLLk/p == RichDLLbt below the kaon/"
                         "proton Cherenkov thresholds instead of imposing it in the output head")
@@ -92,6 +96,9 @@ def _settings(args, recipe):
         if settings[key] < 1:
             raise SystemExit(f"{RECIPE}: --{key.replace('_', '-')} = {settings[key]}, expected "
                              "a positive number")
+    if not 0 < args.generator_lr_fraction <= 10:
+        raise SystemExit(f"{RECIPE}: --generator-lr-fraction {args.generator_lr_fraction}, "
+                         "expected a number in (0, 10]")
     if not args.learning_rate > 0:
         raise SystemExit(f"{RECIPE}: --learning-rate {args.learning_rate}, expected > 0")
     if settings["batch_size"] % ARCHITECTURE["critic_steps"]:
@@ -238,7 +245,8 @@ def main(argv=None):
         head.adapt(data.train_samples)
     gan = build_vector_gan(encoder, data.train_conditions, data.train_samples, seed=args.seed,
                            name="lhcb_rich_gan", output_head=head, **ARCHITECTURE)
-    gan.compile(**recipe.wgan_optimizers(settings, learning_rate=args.learning_rate),
+    gan.compile(**recipe.wgan_optimizers(settings, learning_rate=args.learning_rate,
+                                         generator_fraction=args.generator_lr_fraction),
                 jit_compile=not args.no_jit)
     best_path = out / "best_generator.keras"
     monitor = MetricMonitor(detector, val_conditions, val_samples, every=1,

@@ -24,17 +24,23 @@ _PACKAGE = "ddsim_gan"
 
 @keras.saving.register_keras_serializable(package=_PACKAGE)
 class ImpactPointEncoder(keras.layers.Layer):
-    """Physical (x, y, z, px, py, pz) -> encoded (those six, tx, ty, impact offset u, v).
+    """Physical (x, y, z, px, py, pz) -> encoded (those six, tx, ty, impact offset u, v, and the
+    incidence direction's frame: |t|, ux, uy, offset along and across it).
 
     With tx = px / pz, ty = py / pz, a face tilted by ``tilt_rad`` about the x axis at
     z_face(y) = ``z_face_mm`` + y tan(tilt), the face point is (x + L tx, y + L ty) with
     L = (z_face(y) - z) / (1 - ty tan(tilt)), and the impact offset in the image frame is the face
-    point minus ``cell_mm`` round(face point / ``cell_mm``) (in [-cell/2, cell/2]). The ten columns
-    are standardized (pz by its logarithm) by an inner ``ConditionEncoder`` fitted by
-    :meth:`adapt`. ``n_inputs`` is 6: the sampler still takes the six physical conditions.
+    point minus ``cell_mm`` round(face point / ``cell_mm``) (in [-cell/2, cell/2]). The shower
+    elongates along the projected direction (ux, uy) = (tx, ty) / |t| ((1, 0) at normal
+    incidence), and shower asymmetries are measured along it, so the encoder adds |t|, ux, uy
+    and the impact offset along (u ux + v uy) and across (v ux - u uy) it: a direction angle that
+    turns fast where |t| is small is hard for a network to compute from standardized slopes.
+    The fifteen columns are standardized (pz by its logarithm) by an inner
+    ``ConditionEncoder`` fitted by :meth:`adapt`. ``n_inputs`` is 6: the sampler still takes
+    the six physical conditions.
     """
 
-    N_DERIVED = 4
+    N_DERIVED = 9
 
     def __init__(self, cell_mm=20.0, z_face_mm=12_620.0, tilt_rad=3.601e-3, **kwargs):
         super().__init__(**kwargs)
@@ -64,7 +70,8 @@ class ImpactPointEncoder(keras.layers.Layer):
         return self.encoder.output_width
 
     def derived(self, conditions):
-        """``[n, 6]`` physical conditions -> ``[n, 10]``: the conditions, tx, ty, u, v."""
+        """``[n, 6]`` physical conditions -> ``[n, 15]``: the conditions, tx, ty, u, v, |t|, ux,
+        uy, along, across."""
         c = ops.cast(conditions, "float32")
         x, y, z, px, py, pz = (c[:, i] for i in range(6))
         tx, ty = px / pz, py / pz
@@ -73,7 +80,13 @@ class ImpactPointEncoder(keras.layers.Layer):
         face_x, face_y = x + lever * tx, y + lever * ty
         u = face_x - self.cell_mm * ops.round(face_x / self.cell_mm)
         v = face_y - self.cell_mm * ops.round(face_y / self.cell_mm)
-        return ops.concatenate([c, ops.stack([tx, ty, u, v], axis=1)], axis=1)
+        slope = ops.sqrt(tx * tx + ty * ty)
+        safe = ops.maximum(slope, 1e-9)
+        ux = ops.where(slope > 0, tx / safe, 1.0)
+        uy = ops.where(slope > 0, ty / safe, 0.0)
+        along, across = u * ux + v * uy, v * ux - u * uy
+        return ops.concatenate([c, ops.stack([tx, ty, u, v, slope, ux, uy, along, across],
+                                             axis=1)], axis=1)
 
     def build(self, input_shape):
         self.encoder.build((input_shape[0], 6 + self.N_DERIVED))

@@ -111,7 +111,8 @@ def dense_regressor(sample_shape, condition_width, hidden=(256, 128), fractions=
         w = layers.LeakyReLU(0.2)(layers.Dense(readout_hidden, name="weights_hidden_0")(
             conditions))
         w = layers.LeakyReLU(0.2)(layers.Dense(readout_hidden, name="weights_hidden_1")(w))
-        w = layers.Dense(math.prod(sample_shape), activation="tanh", name="cell_weights")(w)
+        w = layers.Dense(math.prod(sample_shape), activation="tanh", name="cell_weights")(
+            layers.Concatenate()([w, conditions]))
         pieces.append(layers.Dot(axes=1, name="readout")([fractions(sample), w]))
     out = layers.Dense(1, dtype="float32", name="prediction")(
         layers.Concatenate()(pieces) if len(pieces) > 1 else pieces[0])

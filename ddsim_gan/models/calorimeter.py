@@ -127,9 +127,10 @@ class NoisyEnergyShareHead(networks.EnergyShareHead):
         cell_i = sum_E softmax(logits)_i + sigma_l(i) eta_i,  zeroed below the threshold,
 
     with eta a per-cell standard normal that the generator passes through after the logits and
-    the response (input units: cells + 1 + cells) and sigma a learned noise level, one per entry
-    of ``noise_sigma`` (broadcast over the sample: one per layer, shape (layers, 1, 1), or one
-    for all cells), started at the detector's nominal noise. Isolated noise hits far from the
+    the response (input units: cells + 1 + cells) and sigma the detector's nominal noise level
+    (as measured in pedestal runs; a fixed weight of the head), one per entry of
+    ``noise_sigma`` (broadcast over the sample: one per layer, shape (layers, 1, 1), or one for
+    all cells). Isolated noise hits far from the
     shower (about one per LHCb event, a few per hundred SiW events) move the energy widths and
     hit counts; a softmax cannot produce them from noise-free cells, because cells below the
     threshold get no gradient. Noise is added before the threshold, as in the detector.
@@ -142,7 +143,7 @@ class NoisyEnergyShareHead(networks.EnergyShareHead):
         self.noise_sigma = np.asarray(noise_sigma, np.float32).tolist()
         shape = np.shape(self.noise_sigma)
         self.log_noise = self.add_weight(
-            shape=shape, name="log_noise",
+            shape=shape, name="log_noise", trainable=False,
             initializer=keras.initializers.Constant(np.log(np.asarray(noise_sigma, np.float32))))
 
     @property
