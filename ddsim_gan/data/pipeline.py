@@ -52,8 +52,11 @@ def make_dataset(files, batch_size: int, *, shuffle: bool = True, seed: int | No
 
     ``files`` is a list of paths, a directory or a glob. Each file is read ``chunk_rows`` rows at a
     time by h5py inside a generator; ``cycle_length`` files (default ``min(n_files, 4)``) are read
-    in parallel and interleaved. With ``shuffle`` the file order is shuffled and rows pass through a
-    ``shuffle_buffer``-row buffer, both seeded by ``seed`` (the same seed gives the same batches).
+    in parallel and interleaved. With ``shuffle`` the file order is shuffled, each file's chunks
+    are read in a random order and its rows permuted within pools of about ``shuffle_buffer``
+    rows, all seeded by ``seed`` (the same seed gives the same batches) and different every
+    epoch. Rows stay in NumPy chunks until ``rebatch`` cuts the batches: no per-row tf.data
+    element, which is what makes the pipeline keep up with h5py.
     ``repeat`` is False (one epoch), True (forever) or a number of epochs. ``detector`` reshapes
     flat CaloChallenge voxels; with ``validate`` each chunk is checked for NaN/inf (and negative
     samples where the detector requires it) and a bad row stops iteration with an error naming it.
@@ -76,33 +79,62 @@ def make_dataset(files, batch_size: int, *, shuffle: bool = True, seed: int | No
     non_negative = [bool(d.non_negative) if (d := det or _registry(i["detector"])) else False
                     for i in infos]
 
-    def read_chunks(path, non_neg):
+    pool_chunks = max(1, -(-shuffle_buffer // chunk_rows)) if shuffle else 1
+
+    def read_chunks(path, non_neg, draw):
+        """Chunks of one file; with shuffling, chunks are read in a random order and rows are
+        permuted within pools of ``pool_chunks`` chunks (NumPy, seeded by ``draw``)."""
         path = Path(path.decode() if isinstance(path, bytes) else path)
+        rng = np.random.default_rng(int(draw)) if shuffle else None
         with _open(path) as f:
             cond_name, sample_name = _inspect(f, path)["datasets"]
             cond, samples = f[cond_name], f[sample_name]
-            for start in range(0, len(samples), chunk_rows):
-                rows = slice(start, start + chunk_rows)
+            starts = np.arange(0, len(samples), chunk_rows)
+            if rng is not None:
+                starts = rng.permutation(starts)
+            pool = []
+            for k, start in enumerate(starts):
+                rows = slice(int(start), int(start) + chunk_rows)
                 c = np.asarray(cond[rows], dtype=np.float32).reshape(-1, width)
                 s = np.asarray(samples[rows], dtype=np.float32).reshape((-1,) + shape)
                 if validate:
-                    _check_values(c, f"{path}: dataset {cond_name!r}", row_offset=start)
+                    _check_values(c, f"{path}: dataset {cond_name!r}", row_offset=int(start))
                     _check_values(s, f"{path}: dataset {sample_name!r}", non_negative=non_neg,
-                                  row_offset=start, detector_name=infos[0]["detector"] or "")
-                yield c, s
+                                  row_offset=int(start), detector_name=infos[0]["detector"] or "")
+                if rng is None:
+                    yield c, s
+                    continue
+                pool.append((c, s))
+                if len(pool) == pool_chunks or k == len(starts) - 1:
+                    c = np.concatenate([p[0] for p in pool])
+                    s = np.concatenate([p[1] for p in pool])
+                    order = rng.permutation(len(c))
+                    for lo in range(0, len(c), chunk_rows):
+                        keep = order[lo:lo + chunk_rows]
+                        yield c[keep], s[keep]
+                    pool = []
 
     signature = (tf.TensorSpec((None, width), tf.float32),
                  tf.TensorSpec((None,) + shape, tf.float32))
     ds = tf.data.Dataset.from_tensor_slices(([str(p) for p in files], non_negative))
     if shuffle:
         ds = ds.shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
+    if repeat is True:
+        ds = ds.repeat()
+    elif repeat:
+        ds = ds.repeat(int(repeat))
+    # one random number per visit of a file: a new, reproducible row order every epoch
+    draws = (tf.data.Dataset.random(seed=seed) if shuffle
+             else tf.data.Dataset.from_tensors(tf.constant(0, tf.int64)).repeat())
+    ds = tf.data.Dataset.zip((ds, draws))
     ds = ds.interleave(
-        lambda path, non_neg: tf.data.Dataset.from_generator(
-            read_chunks, args=(path, non_neg), output_signature=signature),
+        lambda file, draw: tf.data.Dataset.from_generator(
+            read_chunks, args=(file[0], file[1], draw), output_signature=signature),
         cycle_length=cycle_length or min(len(files), 4), block_length=1,
         num_parallel_calls=tf.data.AUTOTUNE, deterministic=deterministic)
-    ds = ds.unbatch()
-    return _finish(ds, batch_size, shuffle, seed, repeat, drop_remainder, shuffle_buffer)
+    # rebatch merges and splits chunks into batches without one tf.data element per row
+    ds = ds.rebatch(batch_size, drop_remainder=drop_remainder)
+    return ds.prefetch(tf.data.AUTOTUNE).with_options(_options())
 
 
 def _registry(name):
