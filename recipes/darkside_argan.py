@@ -17,6 +17,13 @@ Models (``--model``):
   likelihood (:mod:`ddsim_gan.models.flow`), the "neural likelihood model" the seed names as the
   more stable alternative.
 
+Every model learns the outputs standardized at their conditions, r = (x - m(c)) / s(c), with
+m and log s^2 a linear model of the encoded conditions fitted before training
+(:class:`~ddsim_gan.data.preprocessing.ConditionalStandardize`; for a link, linear in the
+previous outputs with energy-dependent slopes), and inverts that in the exported graph. Without
+it (outputs in the marginal quantile space only) the widths in 10-keV bins came out 20-40 %
+(GAN) and up to 200 % (flow) wrong in 5-minute runs; with it, within a few percent.
+
 Conditions are the recoil energy (5-235 keV) and the recoil type (0 = NR, 1 = ER). Every model
 exports as one SavedModel ``serving_default(conditions float32 [N, 2], seed int64 []) ->
 {"samples": [N, 3]}`` (S1 and S2 in PE, f200).
@@ -59,20 +66,20 @@ PRESETS = {
     "chain": {
         "quick": dict(_COMMON["quick"], batch_size=256, epochs=2, steps_per_epoch=40,
                       time_limit_minutes=None),
-        "full": dict(_COMMON["full"], batch_size=1024, epochs=40, steps_per_epoch=500,
-                     time_limit_minutes=22),
+        "full": dict(_COMMON["full"], batch_size=1024, epochs=36, steps_per_epoch=500,
+                     time_limit_minutes=25),
     },
     "single": {
         "quick": dict(_COMMON["quick"], batch_size=256, epochs=2, steps_per_epoch=120,
                       time_limit_minutes=None),
-        "full": dict(_COMMON["full"], batch_size=1024, epochs=120, steps_per_epoch=500,
-                     time_limit_minutes=22),
+        "full": dict(_COMMON["full"], batch_size=1024, epochs=108, steps_per_epoch=500,
+                     time_limit_minutes=25),
     },
     "flow": {
         "quick": dict(_COMMON["quick"], batch_size=512, epochs=1, steps_per_epoch=400,
                       time_limit_minutes=None),
-        "full": dict(_COMMON["full"], batch_size=2048, epochs=20, steps_per_epoch=1000,
-                     time_limit_minutes=22),
+        "full": dict(_COMMON["full"], batch_size=2048, epochs=24, steps_per_epoch=1000,
+                     time_limit_minutes=25),
     },
 }
 GAN_ARCHITECTURE = dict(latent_dim=8, generator_hidden=(128, 128, 128),

@@ -42,14 +42,14 @@ def test_averaged_weights_are_evaluated_then_restored(mini_calo, mini_data, tmp_
     optimizer = gan.generator_optimizer
     averaged = [np.array(optimizer._model_variables_moving_average[
         optimizer._get_variable_index(v)]) for v in gan.generator.trainable_variables]
-    current = [np.array(v) for v in gan.generator.trainable_variables]
+    current = [keras.ops.convert_to_numpy(v) for v in gan.generator.trainable_variables]
     assert any(not np.allclose(a, c) for a, c in zip(averaged, current))
     # after the monitor, the generator has its own weights again
     for a, b in zip(probe.weights[-1], gan.generator.get_weights()):
         np.testing.assert_array_equal(a, b)
     # the best generator saved is the averaged one: it reproduces the averaged weights
     best = keras.saving.load_model(tmp_path / "best.keras")
-    saved = [np.array(v) for v in best.get_layer("generator").trainable_variables]
+    saved = [keras.ops.convert_to_numpy(v) for v in best.get_layer("generator").trainable_variables]
     assert monitor.best_epoch == 1
     for a, s in zip(averaged, saved):
         np.testing.assert_allclose(a, s, rtol=1e-6)

@@ -59,10 +59,13 @@ def test_calorimeter_gan_builds_trains_a_step_and_saves(architecture, tmp_path):
         critic_hidden=(8,), critic_steps=2,
         critic_features=[lambda s, n: SeedHitFeatures(s, n, 0, name="seed_hits")],
         extra_penalties=[GroupedConservationPenalty("sum_E", group_index=1),
-                         GroupedConservationPenalty("nhits", group_index=1)])
+                         GroupedConservationPenalty("nhits", group_index=1)],
+        readout_noise=np.array([0.1, 0.1, 0.2]).reshape(3, 1, 1))
     cells = 3 * 8 * 8
-    assert gan.generator.output_shape == (None, cells + 1)
-    assert gan.latent_dim == 64 + cells                       # per-cell noise
+    # logits + response, then the readout noise passed through to the head
+    assert gan.generator.output_shape == (None, 2 * cells + 1)
+    assert gan.latent_dim == 64 + 2 * cells                   # per-cell and readout noise
+    assert type(gan.output_head).__name__ == "NoisyEnergyShareHead"
     gan.compile(jit_compile=False)
     history = gan.fit(_dataset(conditions, samples, 32), epochs=1,
                       steps_per_epoch=1, verbose=0)
@@ -162,3 +165,28 @@ def test_image_moment_features_match_numpy():
                                / (m["width_pad"] * m["width_time"]), atol=1e-3)
 
 
+
+
+def test_noisy_head_adds_the_nominal_noise_before_the_threshold():
+    from ddsim_gan.models.calorimeter import NoisyEnergyShareHead
+
+    shape = (2, 3, 3)
+    cells = 18
+    head = NoisyEnergyShareHead(shape, 0, 0.0, threshold=0.5, response_spread=1.0,
+                                noise_sigma=np.array([0.0001, 1.0]).reshape(2, 1, 1))
+    n = 4000
+    raw = np.zeros((n, 2 * cells + 1), np.float32)
+    raw[:, :cells] = -30.0
+    raw[:, 0] = 0.0                                          # all the energy in cell (0, 0, 0)
+    raw[:, cells + 1:] = np.random.default_rng(0).standard_normal((n, cells))
+    out = np.asarray(head([raw, np.full((n, 1), 10.0, np.float32)]))
+    assert out.shape == (n,) + shape
+    np.testing.assert_allclose(out[:, 0, 0, 0], 10.0, atol=0.01)     # layer 0: noise 1e-4
+    assert (out[:, 0].reshape(n, -1)[:, 1:] == 0).all()              # no noise hits there
+    fired = (out[:, 1] > 0).mean()                                   # layer 1: sigma 1
+    assert abs(fired - 0.3085) < 0.02                                # P(z > 0.5)
+    assert (out[out > 0] >= 0.5).all()
+    assert not head.trainable_weights                                # nominal, not learned
+    restored = NoisyEnergyShareHead.from_config(head.get_config())
+    np.testing.assert_allclose(np.asarray(restored([raw, np.full((n, 1), 10.0, np.float32)])),
+                               out, atol=1e-6)
