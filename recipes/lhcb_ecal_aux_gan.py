@@ -40,8 +40,8 @@ DETECTOR = "lhcb_ecal"
 PRESETS = {
     "quick": dict(n_train=8_192, n_test=2_000, batch_size=128, epochs=2, steps_per_epoch=40,
                   time_limit_minutes=None),
-    "full": dict(n_train=100_000, n_test=20_000, batch_size=128, epochs=60, steps_per_epoch=500,
-                 time_limit_minutes=25),
+    "full": dict(n_train=100_000, n_test=20_000, batch_size=128, epochs=24, steps_per_epoch=500,
+                 time_limit_minutes=24),
 }
 BARS = {"W1/sigma:centre_x": 0.05, "W1/sigma:centre_y": 0.05, "W1/sigma:width_x": 0.05,
         "W1/sigma:width_y": 0.05}

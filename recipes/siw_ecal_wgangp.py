@@ -56,8 +56,8 @@ DEFAULT_MODEL = "conservation"
 PRESETS = {
     "quick": dict(n_train=3_072, n_test=1_500, batch_size=128, epochs=2, steps_per_epoch=15,
                   time_limit_minutes=None),
-    "full": dict(n_train=30_000, n_test=10_000, batch_size=128, epochs=40, steps_per_epoch=50,
-                 time_limit_minutes=25),
+    "full": dict(n_train=30_000, n_test=8_000, batch_size=128, epochs=40, steps_per_epoch=50,
+                 time_limit_minutes=21),
 }
 #: the 3D variant is about twice as slow per step (no XLA): fewer planned steps, same time limit
 CONV3D_FULL_EPOCHS = 20
@@ -195,7 +195,8 @@ def build_model(model, detector, data, hidden=None, seed=0):
     from ddsim_gan.models.penalties import GroupedConservationPenalty
 
     def seed_hit_features(scale, norm):
-        return SeedHitFeatures(scale, norm, layer_axis=0, name="seed_hit_features")
+        return SeedHitFeatures(scale, norm, layer_axis=0, temperature=0.05,
+                               name="seed_hit_features")
 
     species = detector.condition_names.index("species")
     penalties = [] if model == "wgangp" else [

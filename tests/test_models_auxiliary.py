@@ -128,10 +128,16 @@ def test_impact_point_encoder_matches_the_detector(tmp_path):
     conditions = detector.sample_conditions(256, seed=5)
     encoder = ImpactPointEncoder.for_detector(detector).adapt(conditions)
     derived = np.asarray(encoder.derived(conditions))
-    np.testing.assert_allclose(derived[:, 8:], detector.impact_point(conditions), atol=1e-3)
+    np.testing.assert_allclose(derived[:, 8:10], detector.impact_point(conditions), atol=1e-3)
+    slope = np.hypot(derived[:, 6], derived[:, 7])
+    np.testing.assert_allclose(derived[:, 10], slope, rtol=1e-5)
+    np.testing.assert_allclose(np.hypot(derived[:, 11], derived[:, 12]), 1.0, rtol=1e-5)
+    # offsets along and across the direction: a rotation of the impact offset
+    np.testing.assert_allclose(np.hypot(derived[:, 13], derived[:, 14]),
+                               np.hypot(derived[:, 8], derived[:, 9]), atol=1e-3)
     np.testing.assert_allclose(derived[:, 6], conditions[:, 3] / conditions[:, 5], rtol=1e-6)
     encoded = np.asarray(encoder(conditions))
-    assert encoded.shape == (256, 10) and encoder.n_inputs == 6
+    assert encoded.shape == (256, 15) and encoder.n_inputs == 6
     np.testing.assert_allclose(encoded.mean(axis=0), 0.0, atol=1e-4)
     # saved inside a model, it comes back with its fitted standardization
     inputs = keras.Input((6,))

@@ -33,9 +33,11 @@ penalty included, another training running):
 * both build and train; issue 7's ``std::bad_alloc`` while building a plain Conv3DTranspose
   generator is not reproduced with these layers;
 * without XLA a train step takes 1.8 s (transpose) or 3.5 s (resize), against 1.0 s for the
-  dense model; **with XLA (``jit_compile=True``) it takes 77 s**: XLA:CPU has no fast path for 3D
-  convolutions and their second derivatives (the gradient penalty). Train the 3D variant with
-  ``jit_compile=False`` (the SiW recipe does).
+  dense model (with XLA); **with XLA (``jit_compile=True``) the resize variant's step takes
+  77 s** (first step 88 s): XLA:CPU has no fast path for 3D convolutions and their second
+  derivatives (the gradient penalty). Train the 3D variant with ``jit_compile=False`` (the SiW
+  recipe does). Grappler then logs a harmless ``remapper failed: INVALID_ARGUMENT: Mutation::
+  Apply error`` for the transpose variant's critic gradient (the step runs and is correct).
 
 Keras 3 layers and ``keras.ops`` only, as every network of the package.
 """
