@@ -1,5 +1,6 @@
-"""The ``ddsim-gan`` command line: look inside files, convert, export, generate and evaluate.
+"""The ``ddsim-gan`` command line: train, inspect files, convert, export, generate, evaluate.
 
+    ddsim-gan train --config configs/darkshine_nnls_cgan.toml --quick --output-dir runs/quick
     ddsim-gan info runs/quick/data/shard-00000-of-00001.h5
     ddsim-gan convert sim.root --detector darkshine --conditions E --samples cells --output-dir data/
     ddsim-gan export --run-dir runs/full --base saved_models --models-config
@@ -160,11 +161,64 @@ def _benchmark(args) -> None:
     print(line)
 
 
+def _train(args) -> int:
+    from .config import train
+
+    return train(args.config, args.recipe_args, mode=args.mode, dry_run=args.dry_run)
+
+
+def _recipe_list() -> str:
+    try:
+        from .config import recipe_names
+
+        return ", ".join(recipe_names())
+    except FileNotFoundError:
+        return "(no recipes/ directory next to the package: install from a checkout)"
+
+
+TRAIN_HELP = """\
+Run a recipe (a script in recipes/) from a TOML config instead of its command line.
+
+The config names the recipe and the mode and sets any of the recipe's options, under the
+option's name with '_' for '-' (--output-dir is output_dir; a flag takes true or false):
+
+  recipe = "darkshine_nnls_cgan"
+  mode = "full"                   # "quick" (< 2 min on 2 cores) or "full" (<= 30 min)
+  data = "data/darkshine"         # HDF5 shards (ddsim-gan convert) instead of the simulator
+  output_dir = "runs/darkshine_mine"
+  epochs = 50                     # preset overrides: epochs, steps_per_epoch, n_train, ...
+
+configs/<recipe>.toml lists every option of each recipe with its default; copy one and
+edit it. A key the recipe does not have stops with the list of valid keys. Options after
+--config are the recipe's own command-line options (python recipes/<recipe>.py --help)
+and override the config; relative paths are taken from the working directory."""
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="ddsim-gan", description=__doc__.split("\n\n")[0],
                                      epilog=__doc__.split("\n\n", 1)[1],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     commands = parser.add_subparsers(dest="command", required=True)
+
+    train = commands.add_parser(
+        "train", help="run a recipe from a TOML config (configs/<recipe>.toml)",
+        usage="ddsim-gan train --config FILE [--mode {quick,full}] [--dry-run] "
+              "[RECIPE OPTIONS ...]",
+        description=TRAIN_HELP, formatter_class=argparse.RawDescriptionHelpFormatter,
+        allow_abbrev=False,
+        epilog=f"""\
+examples:
+  ddsim-gan train --config configs/darkshine_nnls_cgan.toml
+  ddsim-gan train --config configs/darkshine_nnls_cgan.toml --quick --output-dir runs/quick
+  ddsim-gan train --config my.toml --dry-run      # print the recipe command, run nothing
+
+recipes: {_recipe_list()}""")
+    train.add_argument("--config", required=True, metavar="FILE", help="TOML config")
+    train.add_argument("--mode", choices=["quick", "full"],
+                       help="replace the config's mode (--quick also selects quick mode)")
+    train.add_argument("--dry-run", action="store_true",
+                       help="check the config, print the recipe's command and stop")
+    train.set_defaults(run=_train, forward=True)
 
     info = commands.add_parser("info", help="what an HDF5 shard, SavedModel or .keras holds")
     info.add_argument("path", help="an HDF5 file, a SavedModel version directory or a .keras file")
@@ -283,14 +337,19 @@ examples:
 
 
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    # `train` hands the options it does not know to the recipe; every other command refuses them
+    args, rest = parser.parse_known_args(argv)
+    if rest and not getattr(args, "forward", False):
+        parser.error(f"unrecognized arguments: {' '.join(rest)}")
+    args.recipe_args = rest
     try:
-        args.run(args)
+        status = args.run(args)
     except USER_ERRORS as error:
         message = error.args[0] if isinstance(error, KeyError) and error.args else error
         print(f"ddsim-gan {args.command}: {message}", file=sys.stderr)
         return 2
-    return 0
+    return status if isinstance(status, int) else 0
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ A recipe (``recipes/<name>.py``) declares its presets (``quick``: under 2 minute
 from __future__ import annotations
 
 import argparse
+import contextvars
 import json
 import time
 from dataclasses import dataclass
@@ -26,8 +27,7 @@ import numpy as np
 PRESET_KEYS = ("epochs", "steps_per_epoch", "n_train", "batch_size", "time_limit_minutes")
 
 
-def parse_args(recipe: str, doc: str, argv=None, seed: int = 2023,
-               extra=None) -> argparse.Namespace:
+def build_parser(recipe: str, doc: str, seed: int = 2023, extra=None) -> argparse.ArgumentParser:
     """The shared command line; ``extra(parser)`` adds recipe-specific options."""
     parser = argparse.ArgumentParser(description=doc.split("\n\n")[0], epilog=doc,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -53,7 +53,40 @@ def parse_args(recipe: str, doc: str, argv=None, seed: int = 2023,
         parser.add_argument(f"--{key.replace('_', '-')}", type=kind, help="override the preset")
     if extra is not None:
         extra(parser)
+    return parser
+
+
+class _ParserCaptured(Exception):
+    def __init__(self, parser):
+        super().__init__("recipe parser captured")
+        self.parser = parser
+
+
+_CAPTURING = contextvars.ContextVar("ddsim_gan_recipe_capturing", default=False)
+
+
+def parse_args(recipe: str, doc: str, argv=None, seed: int = 2023,
+               extra=None) -> argparse.Namespace:
+    """Parse the shared command line plus ``extra(parser)``'s recipe-specific options."""
+    parser = build_parser(recipe, doc, seed, extra)
+    if _CAPTURING.get():
+        raise _ParserCaptured(parser)
     return parser.parse_args(argv)
+
+
+def recipe_parser(main) -> argparse.ArgumentParser:
+    """The command-line parser of a recipe's ``main(argv)``, without running the recipe: ``main``
+    is stopped at its call to :func:`parse_args` (every recipe makes it first). Used by
+    :mod:`ddsim_gan.config` to check a config's keys against the recipe's options."""
+    token = _CAPTURING.set(True)
+    try:
+        main([])
+    except _ParserCaptured as captured:
+        return captured.parser
+    finally:
+        _CAPTURING.reset(token)
+    raise RuntimeError(f"{main.__module__}.main returned without calling "
+                       "ddsim_gan.recipe.parse_args")
 
 
 def settings_for(args, presets: dict) -> dict:
