@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import contextvars
 import json
+import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -240,7 +241,8 @@ def finish(result: dict, recipe: str, settings, args, history, started, data: Re
     from .export import export_run
 
     out = args.output_dir
-    result["settings"] = {**settings, "precision": args.precision, "seed": args.seed,
+    result["settings"] = {**settings, "command": " ".join(sys.argv),
+                          "precision": args.precision, "seed": args.seed,
                           "data": data.source,
                           "minutes": round((time.monotonic() - started) / 60, 2),
                           "final_losses": {k: float(v[-1]) for k, v in history.history.items()}}
