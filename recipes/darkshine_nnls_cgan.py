@@ -34,7 +34,9 @@ PRESETS = {
 # Fidelity bars of issue 2 (full mode).
 BARS = {"W1/sigma:E_total": 0.05, "energy_centre_mean_shift_x": 0.1, "energy_centre_mean_shift_y": 0.1,
         "classifier_auc": 0.75}
-CONDITION_EDGES = [200.0 + 200.0 * i for i in range(40)] + [8000.0]   # 200 MeV bins
+CONDITION_EDGES = [200.0 + 200.0 * i for i in range(40)]              # 200 MeV bins to 8 GeV
+#: the penalty's coarser condition bins (800 MeV; the last one 600 MeV)
+NNLS_CONDITION_EDGES = CONDITION_EDGES[::4] + [8000.0]
 OBSERVABLE_EDGES = [200.0 * i for i in range(42)]                      # 0-8200 MeV
 
 
@@ -63,7 +65,7 @@ def main(argv=None):
     data = recipe.prepare_data(detector, args, settings)
 
     # ---- model: energy-sharing CGAN with the NNLS spectrum penalty ----------------------------
-    nnls_penalty = NNLSPenalty(CONDITION_EDGES[::4], OBSERVABLE_EDGES[::2], weight=1.0,
+    nnls_penalty = NNLSPenalty(NNLS_CONDITION_EDGES, OBSERVABLE_EDGES[::2], weight=1.0,
                                bandwidth=0.5)
     gan = build_conditional_gan(detector, data.train_conditions, data.train_samples,
                                 energy_condition="E_total", extra_penalties=[nnls_penalty],

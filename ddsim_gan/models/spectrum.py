@@ -32,6 +32,10 @@ class ConditionSpectrum:
         weights = np.clip(np.asarray(self.weights, np.float64), 0.0, None)
         if weights.shape != (len(self.edges) - 1,) or weights.sum() <= 0:
             raise ValueError(f"need {len(self.edges) - 1} non-negative weights with a positive sum")
+        widths = np.diff(self.edges)
+        if (widths < 0).any() or (weights[widths == 0] > 0).any():
+            raise ValueError("edges must increase (an empty bin may repeat an edge only with "
+                             f"weight 0); got {self.edges.tolist()}")
         self.weights = weights / weights.sum()
 
     @classmethod
