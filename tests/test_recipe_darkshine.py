@@ -42,13 +42,16 @@ SERVE = textwrap.dedent("""
     c = serve(conditions=conditions, seed=tf.constant(43, tf.int64))["samples"].numpy()
     spectrum = model.signatures["sample_spectrum"](n=tf.constant(10, tf.int64),
                                                    seed=tf.constant(1, tf.int64))
+    outside = tf.constant([[100.0], [4000.0], [9000.0]], tf.float32)
+    in_range = serve(conditions=outside, seed=tf.constant(1, tf.int64))["in_range"].numpy()
     ops = {op.type for f in model.serve.concrete_functions for op in f.graph.get_operations()}
     print(json.dumps({"shape": a.shape, "same": bool((a == b).all()),
                       "differs": bool((a != c).any()), "finite": bool(np.isfinite(a).all()),
                       "min": float(a.min()), "ddsim_gan_loaded": "ddsim_gan" in sys.modules,
                       "spectrum_shapes": [spectrum["conditions"].shape.as_list(),
                                           spectrum["samples"].shape.as_list()],
-                      "py_ops": sorted(o for o in ops if "PyFunc" in o)}))
+                      "py_ops": sorted(o for o in ops if "PyFunc" in o),
+                      "in_range": in_range.tolist()}))
 """)
 
 
@@ -66,6 +69,7 @@ def test_savedmodel_serves_without_the_package(quick_run, tmp_path):
     assert result["min"] >= 0.0
     assert not result["ddsim_gan_loaded"] and result["py_ops"] == []
     assert result["spectrum_shapes"] == [[10, 1], [10, 20, 20, 11]]
+    assert result["in_range"] == [False, True, False]     # trained on 200-8000 MeV
 
 
 def test_export_tool_versions_and_refuses_to_overwrite(quick_run, tmp_path):

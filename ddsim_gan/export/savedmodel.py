@@ -1,7 +1,9 @@
 """SavedModel export in the layout TF Serving loads: ``<base>/<name>/<version>/saved_model.pb``.
 
 Signature ``serving_default(conditions: float32 [N, c], seed: int64 []) -> {"samples": float32
-[N, *sample_shape]}`` in physical units. Noise comes from ``tf.random.stateless_normal`` keyed by
+[N, *sample_shape], "in_range": bool [N]}`` in physical units; ``in_range`` is false for
+events whose conditions lie outside the ranges the model was trained on (an extrapolation the
+client should not trust; the samples are still returned). Noise comes from ``tf.random.stateless_normal`` keyed by
 the seed, so a seed reproduces its samples. Models with a fitted condition spectrum also get
 ``sample_spectrum(n: int64 [], seed: int64 []) -> {"conditions", "samples"}``. The graphs hold
 only standard TF ops (no ``py_function``), so serving needs neither Python nor this package.
@@ -23,10 +25,20 @@ def next_version(model_dir) -> int:
     return max(versions, default=0) + 1
 
 
-def servable_module(sampler, latent_dim, n_conditions, spectrum=None):
-    """A ``tf.Module`` carrying the Keras sampler and the serving functions."""
+def servable_module(sampler, latent_dim, n_conditions, spectrum=None, condition_ranges=None):
+    """A ``tf.Module`` carrying the Keras sampler and the serving functions.
+
+    ``condition_ranges`` ([c, 2], low and high of each condition) adds the ``in_range`` output."""
     module = tf.Module()
     module.sampler = sampler
+    ranges = None if condition_ranges is None else tf.constant(condition_ranges, tf.float32)
+
+    def serve(conditions, seed):
+        outputs = {"samples": generate(conditions, seed)}
+        if ranges is not None:
+            outputs["in_range"] = tf.reduce_all(
+                (conditions >= ranges[:, 0]) & (conditions <= ranges[:, 1]), axis=1)
+        return outputs
 
     def generate(conditions, seed):
         conditions = tf.debugging.check_numerics(conditions, "conditions contain NaN or inf")
@@ -36,7 +48,7 @@ def servable_module(sampler, latent_dim, n_conditions, spectrum=None):
         return tf.cast(module.sampler([conditions, noise], training=False), tf.float32)
 
     module.serve = tf.function(
-        lambda conditions, seed: {"samples": generate(conditions, seed)},
+        serve,
         input_signature=[tf.TensorSpec([None, n_conditions], tf.float32, name="conditions"),
                          tf.TensorSpec([], tf.int64, name="seed")])
     if spectrum is not None:
@@ -83,7 +95,8 @@ def export_savedmodel(sampler, base_dir, name, version=None, *, latent_dim, n_co
         raise FileExistsError(f"{target} exists; pass a new version or overwrite=True")
     staging = model_dir / f".tmp-{version}-{os.getpid()}"
     shutil.rmtree(staging, ignore_errors=True)
-    module = servable_module(sampler, latent_dim, n_conditions, spectrum)
+    ranges = (metadata or {}).get("condition_ranges")
+    module = servable_module(sampler, latent_dim, n_conditions, spectrum, ranges)
     signatures = {"serving_default": module.serve}
     if spectrum is not None:
         signatures["sample_spectrum"] = module.sample_spectrum
