@@ -28,6 +28,13 @@ def _replicas_in_sync() -> int:
     return tf.distribute.get_strategy().num_replicas_in_sync
 
 
+def _across_workers() -> bool:
+    """True under a MultiWorkerMirroredStrategy whose replicas span several workers."""
+    strategy = tf.distribute.get_strategy()
+    return (isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
+            and strategy.num_replicas_in_sync > len(strategy.extended.worker_devices))
+
+
 @keras.saving.register_keras_serializable(package=_PACKAGE)
 class ConditionalGAN(keras.Model):
     """Conditional GAN with pluggable loss and penalties.
@@ -153,6 +160,21 @@ class ConditionalGAN(keras.Model):
     def metrics(self):
         return list(self._trackers.values())
 
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        """Keras 3 ``fit`` under a distribution strategy first reduces a data batch across the
+        replicas (``strategy.reduce``) to build the model from it. MultiWorkerMirroredStrategy
+        cannot reduce a ``(conditions, samples)`` tuple ("Attempt to convert a value (PerReplica
+        ...) with an unsupported type", keras #20585, tensorflow #72388). The GAN's networks are
+        built when it is constructed, so unless compile() was given metrics or a loss there is
+        nothing to build from data: build the rest (Keras' default optimizer) without a batch."""
+        if (self._distribute_strategy is not None
+                and all(layer.built for layer in self._flatten_layers())
+                and self._compile_metrics is None and self._compile_loss is None):
+            with self.distribute_strategy.scope():
+                self._symbolic_build()
+            return
+        super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
+
     # ---- training -----------------------------------------------------------------------------
     def _critic_scores(self, samples, encoded, training=True):
         return self.critic([samples, encoded], training=training)
@@ -248,7 +270,12 @@ class ConditionalGAN(keras.Model):
         self._trackers["wasserstein"].update_state(wasserstein)
         for name, (_, value) in terms.items():
             self._trackers[name].update_state(value)
-        return {name: tracker.result() for name, tracker in self._trackers.items()}
+        logs = {name: tracker.result() for name, tracker in self._trackers.items()}
+        if _across_workers():
+            # Keras 3 averages each log over workers with strategy.reduce("MEAN", log, axis=0),
+            # which needs an axis: a length-1 one, which the mean removes again.
+            logs = {name: value[None] for name, value in logs.items()}
+        return logs
 
     def call(self, inputs, training=False):
         return self.sampler(inputs, training=training)
