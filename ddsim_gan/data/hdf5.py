@@ -6,14 +6,20 @@ Two layouts are read:
     datasets ``conditions`` float32 ``[n, c]`` and ``samples`` float32 ``[n, *sample_shape]``,
     chunked by rows, with file attributes ``detector``, ``condition_names`` (JSON list), ``units``
     (JSON dict), ``sample_shape``, ``format = "ddsim_gan.shard"``, ``format_version`` and
-    ``ddsim_gan_version``.
+    ``ddsim_gan_version``. The text attributes are fixed-length UTF-8 strings (h5py reads them
+    as ``bytes``; ``.decode()`` them), so a shard holds no HDF5 global heap: HDF5 1.14's
+    global-heap reader loops forever on some corrupt heaps (tests/test_reader_fuzz.py), and a
+    damaged shard must raise, not hang. Shards with variable-length string attributes (written
+    before) are read as well.
 ``calochallenge`` (Fast Calorimeter Simulation Challenge 2022)
     datasets ``incident_energies`` ``[n, 1]`` MeV and ``showers`` ``[n, voxels]`` MeV; the voxels are
     reshaped to the detector's ``sample_shape`` when a detector is given.
 
 Every file is written atomically (a temporary name in the same directory, then ``os.replace``), so
-a reader never sees half a shard. Every problem with an input file raises
-:class:`~ddsim_gan.data.errors.DataFormatError` naming the file, the dataset and the first bad row.
+a reader never sees half a shard, and every chunk carries a Fletcher-32 checksum, so a flipped
+byte in the data is an error rather than a silently different value. Every problem with an input
+file raises :class:`~ddsim_gan.data.errors.DataFormatError` naming the file, the dataset and the
+first bad row.
 """
 
 from __future__ import annotations
@@ -57,22 +63,39 @@ def _bad_row(mask: np.ndarray) -> int | None:
     return int(np.argmax(rows)) if rows.any() else None
 
 
+def _as_float32(array: np.ndarray) -> np.ndarray:
+    with np.errstate(over="ignore"):  # values beyond float32 become inf: reported as such
+        return array.astype(np.float32, copy=False)
+
+
+def _overflowed(original, cast) -> str | None:
+    """``"value 1e+300 (beyond float32)"`` for the first finite value that became inf in ``cast``."""
+    original = np.asarray(original)
+    if original.dtype == np.float32:
+        return None
+    lost = np.isinf(cast) & np.isfinite(original)
+    return f"value {original[lost].flat[0]:g} (beyond the float32 range)" if lost.any() else None
+
+
 def _check_values(array, source: str, *, non_negative: bool = False, detector_name: str = "",
                   row_offset: int = 0, error=DataFormatError) -> np.ndarray:
     """Numeric, finite (and non-negative) float32 ``array``, or ``error`` naming the first bad row."""
     array = np.asarray(array)
     if not (np.issubdtype(array.dtype, np.integer) or np.issubdtype(array.dtype, np.floating)):
         raise error(f"{source} has dtype {array.dtype}, expected a numeric type")
-    array = array.astype(np.float32, copy=False)
+    original = array
+    array = _as_float32(array)
     if array.size == 0:
         return array
     # fast path, one pass each: NaN and inf propagate into the sum
-    if np.isfinite(array.sum(dtype=np.float64)) and not (non_negative and array.min() < 0):
-        return array
+    with np.errstate(invalid="ignore"):  # inf - inf in the sum
+        if np.isfinite(array.sum(dtype=np.float64)) and not (non_negative and array.min() < 0):
+            return array
     for test, what in ((np.isnan, "NaN"), (np.isinf, "inf")):
         row = _bad_row(test(array))
         if row is not None:
-            raise error(f"{source} row {row + row_offset} contains {what}")
+            raise error(f"{source} row {row + row_offset} contains "
+                        f"{_overflowed(original[row], array[row]) or what}")
     if non_negative:
         row = _bad_row(array < 0)
         if row is not None:
@@ -120,18 +143,24 @@ def _atomic_h5(path: Path):
             tmp.unlink()
 
 
+def _text(value: str) -> np.bytes_:
+    """A fixed-length UTF-8 string attribute: stored in the attribute itself, not in a global
+    heap (module docstring)."""
+    return np.bytes_(value.encode("utf-8") or b"\0")
+
+
 def _write_ddsim(path: Path, conditions, samples, detector: Detector, compression) -> Path:
     with _atomic_h5(path) as f:
         for name, array in (("conditions", conditions), ("samples", samples)):
             f.create_dataset(name, data=array, dtype="float32", chunks=_chunks(array.shape),
-                             compression=compression)
-        f.attrs["detector"] = detector.name
-        f.attrs["condition_names"] = json.dumps(list(detector.condition_names))
-        f.attrs["units"] = json.dumps(detector.units)
+                             compression=compression, fletcher32=True)
+        f.attrs["detector"] = _text(detector.name)
+        f.attrs["condition_names"] = _text(json.dumps(list(detector.condition_names)))
+        f.attrs["units"] = _text(json.dumps(detector.units))
         f.attrs["sample_shape"] = np.asarray(detector.sample_shape, dtype=np.int64)
-        f.attrs["format"] = FORMAT
+        f.attrs["format"] = _text(FORMAT)
         f.attrs["format_version"] = FORMAT_VERSION
-        f.attrs["ddsim_gan_version"] = __version__
+        f.attrs["ddsim_gan_version"] = _text(__version__)
     return path
 
 
@@ -273,9 +302,9 @@ def write_calochallenge(path, incident_energies, showers, *, compression="gzip")
     showers = _check_values(showers.reshape(len(showers), -1), "showers", error=ValueError)
     with _atomic_h5(path) as f:
         f.create_dataset("incident_energies", data=energies, chunks=_chunks(energies.shape),
-                         compression=compression)
+                         compression=compression, fletcher32=True)
         f.create_dataset("showers", data=showers, chunks=_chunks(showers.shape),
-                         compression=compression)
+                         compression=compression, fletcher32=True)
     return path
 
 
@@ -313,13 +342,31 @@ def _attr(f: h5py.File, key: str, path: Path, default=None):
     return value.item() if isinstance(value, np.generic) else value
 
 
+# what h5py raises for damaged metadata (object headers, attributes, B-trees, heaps): found by
+# flipping bytes of valid files (tests/test_reader_fuzz.py)
+_CORRUPT = (OSError, RuntimeError, KeyError, TypeError, ValueError)
+
+
+@contextlib.contextmanager
+def _corrupt_as_data_format_error(path: Path):
+    """Turn h5py's errors on a damaged file into :class:`DataFormatError` naming the file."""
+    try:
+        yield
+    except DataFormatError:
+        raise
+    except _CORRUPT as error:
+        raise DataFormatError(f"{path}: corrupt HDF5 file ({type(error).__name__}: {error})") from None
+
+
 def _inspect(f: h5py.File, path: Path) -> dict:
     """Layout, datasets and attributes of an open file; checks structure, not values."""
-    try:
-        present = set(_dataset_names(f))
-    except (OSError, RuntimeError, KeyError) as error:
-        raise DataFormatError(f"{path}: corrupt HDF5 file ({error})") from None
-    if f.attrs.get("format") == FORMAT or present & set(_LAYOUTS["ddsim_gan"]):
+    with _corrupt_as_data_format_error(path):
+        return _inspect_structure(f, path)
+
+
+def _inspect_structure(f: h5py.File, path: Path) -> dict:
+    present = set(_dataset_names(f))
+    if _attr(f, "format", path) == FORMAT or present & set(_LAYOUTS["ddsim_gan"]):
         layout = "ddsim_gan"
     elif present & set(_LAYOUTS["calochallenge"]):
         layout = "calochallenge"
@@ -408,7 +455,9 @@ def _read_array(f: h5py.File, name: str, path: Path, rows=slice(None)) -> np.nda
     try:
         return np.asarray(f[name][rows])
     except (OSError, RuntimeError, ValueError, TypeError, KeyError) as error:
-        raise DataFormatError(f"{path}: dataset {name!r} could not be read ({error})") from None
+        hint = ("; a chunk failed its checksum or decompression: the file is corrupt"
+                if "filter returned failure" in str(error) else "")
+        raise DataFormatError(f"{path}: dataset {name!r} could not be read ({error}){hint}") from None
 
 
 def _read(path, detector, validate: bool, layout: str | None = None):
@@ -420,15 +469,17 @@ def _read(path, detector, validate: bool, layout: str | None = None):
         det = _resolve_for_file(info, detector, path)
         width, shape = _target_shapes(info, det, path)
         cond_name, sample_name = info["datasets"]
-        conditions = _read_array(f, cond_name, path).astype(np.float32, copy=False)
-        samples = _read_array(f, sample_name, path).astype(np.float32, copy=False)
+        conditions = _read_array(f, cond_name, path)
+        samples = _read_array(f, sample_name, path)
     conditions = conditions.reshape(len(conditions), width)
     samples = samples.reshape((len(samples),) + tuple(shape))
-    if validate:
-        conditions = _check_values(conditions, f"{path}: dataset {cond_name!r}")
-        samples = _check_values(samples, f"{path}: dataset {sample_name!r}",
-                                non_negative=det is not None and det.non_negative,
-                                detector_name=det.name if det is not None else "")
+    if not validate:
+        return _as_float32(conditions), _as_float32(samples)
+    # validated in the stored dtype, so a double beyond float32 is named as such
+    conditions = _check_values(conditions, f"{path}: dataset {cond_name!r}")
+    samples = _check_values(samples, f"{path}: dataset {sample_name!r}",
+                            non_negative=det is not None and det.non_negative,
+                            detector_name=det.name if det is not None else "")
     return conditions, samples
 
 
@@ -501,7 +552,8 @@ def shard_info(path, detector=None) -> dict:
         info = _inspect(f, path)
         det = _resolve_for_file(info, detector, path)
         width, shape = _target_shapes(info, det, path)
-        version = _attr(f, "format_version", path)
+        with _corrupt_as_data_format_error(path):
+            version = _attr(f, "format_version", path)
     names = info["condition_names"]
     if names is None:
         names = (list(det.condition_names) if det is not None

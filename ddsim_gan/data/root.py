@@ -38,7 +38,8 @@ import uproot
 from tqdm import tqdm
 
 from .errors import DataFormatError
-from .hdf5 import ShardWriter, _check_values, _detector, _existing_shards
+from .hdf5 import (ShardWriter, _as_float32, _check_values, _detector, _existing_shards,
+                   _overflowed)
 
 _TREE_CLASSES = {"TTree", "TNtuple", "TNtupleD", "ROOT::RNTuple", "ROOT::Experimental::RNTuple"}
 _NAME = re.compile(r"[A-Za-z_][\w.]*")  # looks like a branch name rather than an expression
@@ -346,11 +347,13 @@ def _sparse(chunk, columns, where: str, entry0: int, detector) -> np.ndarray:
             f"outside [0, {size}) for detector {detector.name!r} (flat C-order index into "
             f"{' x '.join(map(str, shape))})")
     source = f"{where} branch {energy_name!r}"
-    energy = energy.astype(np.float32, copy=False)
+    original, energy = energy, _as_float32(energy)
     for test, what in ((np.isnan, "NaN"), (np.isinf, "inf")):
         hits = np.flatnonzero(test(energy))
         if hits.size:
-            raise DataFormatError(f"{source} entry {entry0 + rows[hits[0]]} contains {what}")
+            hit = hits[0]
+            raise DataFormatError(f"{source} entry {entry0 + rows[hit]} contains "
+                                  f"{_overflowed(original[hit:hit + 1], energy[hit:hit + 1]) or what}")
     if detector.non_negative:
         hits = np.flatnonzero(energy < 0)
         if hits.size:
