@@ -166,6 +166,17 @@ def wgan_optimizers(settings, learning_rate=2e-4, betas=(0.5, 0.9), final_fracti
             "critic_optimizer": keras.optimizers.Adam(schedule(), *betas)}
 
 
+def _fit_or_exit(gan, dataset, **kwargs):
+    """:func:`~ddsim_gan.training.fit`; a diverged run or an unusable checkpoint ends the
+    recipe with a one-line message and exit status 1 (the last good checkpoint is kept)."""
+    from .training import CheckpointError, TrainingDivergedError, fit
+
+    try:
+        return fit(gan, dataset, **kwargs)
+    except (TrainingDivergedError, CheckpointError) as error:
+        raise SystemExit(f"{gan.name}: {error}") from None
+
+
 def train(gan, detector, data: RecipeData, settings, args, callbacks=(), batch_map=None):
     """Write the training shards, stream them through tf.data and fit (resumably).
 
@@ -173,7 +184,6 @@ def train(gan, detector, data: RecipeData, settings, args, callbacks=(), batch_m
     ``(conditions, samples)``, e.g. to append targets computed in NumPy by ``tf.numpy_function``
     (the auxiliary-regressor GAN's)."""
     from .data import make_dataset, write_shards
-    from .training import fit
 
     out = args.output_dir
     shards = write_shards(out / "data", data.train_conditions, data.train_samples, detector,
@@ -186,7 +196,7 @@ def train(gan, detector, data: RecipeData, settings, args, callbacks=(), batch_m
         validation = validation.map(batch_map)
     print(f"generator {gan.generator.count_params():,} parameters, "
           f"critic {gan.critic.count_params():,}", flush=True)
-    return fit(gan, dataset, epochs=settings["epochs"],
+    return _fit_or_exit(gan, dataset, epochs=settings["epochs"],
                steps_per_epoch=settings["steps_per_epoch"], output_dir=out,
                validation_data=validation, time_limit_minutes=settings["time_limit_minutes"],
                callbacks=callbacks)
@@ -207,7 +217,7 @@ def train_arrays(gan, conditions, samples, settings, args, output_dir=None, call
     validation = dataset_from_arrays(conditions[:n_val], samples[:n_val], batch, shuffle=False)
     print(f"{gan.name}: generator {gan.generator.count_params():,} parameters, "
           f"critic {gan.critic.count_params():,}", flush=True)
-    return fit(gan, dataset, epochs=settings["epochs"],
+    return _fit_or_exit(gan, dataset, epochs=settings["epochs"],
                steps_per_epoch=settings["steps_per_epoch"],
                output_dir=output_dir or args.output_dir, validation_data=validation,
                time_limit_minutes=settings["time_limit_minutes"], callbacks=callbacks)
