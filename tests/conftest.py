@@ -55,3 +55,17 @@ def quick_run(tmp_path_factory):
         capture_output=True, text=True, timeout=600, cwd=ROOT)
     assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
     return out
+
+
+def tiny_conditional_gan(architecture="dense", seed=0):
+    """A ConditionalGAN for :class:`MiniCalo` with a few dozen units per layer, untrained: enough to
+    test exports in well under a second. ``architecture="layerwise"`` is the DarkSHINE recipe's
+    kind of model (layer-wise networks, ``EnergyShareHead`` with scattered deposits)."""
+    from ddsim_gan.models.builders import build_conditional_gan
+
+    detector = MiniCalo()
+    conditions, samples = detector.simulate(256, seed=seed)
+    head = ({"energy_condition": "E", "architecture": "layerwise", "scattered_scale": 5.0,
+             "layer_code": 8} if architecture == "layerwise" else {"architecture": architecture})
+    return build_conditional_gan(detector, conditions, samples, latent_dim=4,
+                                 generator_hidden=(16,), critic_hidden=(16,), seed=seed, **head)

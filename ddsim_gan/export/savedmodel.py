@@ -3,8 +3,12 @@
 Signature ``serving_default(conditions: float32 [N, c], seed: int64 []) -> {"samples": float32
 [N, *sample_shape], "in_range": bool [N]}`` in physical units; ``in_range`` is false for
 events whose conditions lie outside the ranges the model was trained on (an extrapolation the
-client should not trust; the samples are still returned). Noise comes from ``tf.random.stateless_normal`` keyed by
-the seed, so a seed reproduces its samples. Models with a fitted condition spectrum also get
+client should not trust; the samples are still returned). Noise comes from
+``tf.random.stateless_normal`` keyed by the seed (:func:`serving_noise`), so a seed reproduces its
+samples. Requests are checked: the signature refuses other dtypes (float64 conditions, an int32
+seed), and the graph conditions that are not a matrix with one column per condition, a seed that
+is not a scalar, and NaN or inf conditions, each with an ``InvalidArgumentError`` naming the input
+(TF Serving passes the message on to the client). Models with a fitted condition spectrum also get
 ``sample_spectrum(n: int64 [], seed: int64 []) -> {"conditions", "samples"}``. The graphs hold
 only standard TF ops (no ``py_function``), so serving needs neither Python nor this package.
 """
@@ -25,15 +29,52 @@ def next_version(model_dir) -> int:
     return max(versions, default=0) + 1
 
 
-def servable_module(sampler, latent_dim, n_conditions, spectrum=None, condition_ranges=None):
+def serving_noise(n, latent_dim, seed):
+    """The latent noise ``serving_default`` draws for ``n`` events and an int64 ``seed``: feed it
+    to the Keras sampler (or its ONNX export) to reproduce the SavedModel's samples."""
+    return tf.random.stateless_normal(
+        tf.stack([tf.cast(n, tf.int32), latent_dim]),
+        seed=tf.stack([tf.cast(seed, tf.int64), tf.constant(0x5EED, tf.int64)]))
+
+
+def _request_shape(x):
+    """The shape of ``x`` as the request has it. A serving signature declares its inputs' shapes,
+    and tf.function and grappler fold ``tf.rank``, ``tf.shape`` of a fully known shape and
+    ``Size(Shape(x))`` to what the signature says, so a check on them never sees a request of
+    another shape. A serialize/parse round trip (one copy of the request, small next to the
+    generator) has no static shape."""
+    opaque = tf.io.parse_tensor(tf.io.serialize_tensor(x), x.dtype)
+    return tf.shape(opaque, out_type=tf.int64)
+
+
+def _checked_request(conditions, seed, n_conditions, condition_names=None):
+    """``conditions`` and ``seed`` after in-graph checks of their shapes (the signature itself
+    checks only dtypes: TF Serving and a loaded signature pass any shape through)."""
+    columns = f" ({', '.join(condition_names)})" if condition_names else ""
+    expected = (f"conditions must be a float32 matrix [events, {n_conditions}]{columns}, "
+                f"one row per event; got shape")
+    shape, seed_shape = _request_shape(conditions), _request_shape(seed)
+    rank_ok = tf.debugging.Assert(tf.equal(tf.size(shape), 2), [expected, shape])
+    seed_ok = tf.debugging.Assert(tf.equal(tf.size(seed_shape), 0),
+                                  ["seed must be an int64 scalar; got shape", seed_shape])
+    with tf.control_dependencies([rank_ok]):
+        width_ok = tf.debugging.Assert(tf.equal(shape[-1], n_conditions), [expected, shape])
+    with tf.control_dependencies([rank_ok, width_ok, seed_ok]):
+        return tf.identity(conditions), tf.identity(seed)
+
+
+def servable_module(sampler, latent_dim, n_conditions, spectrum=None, condition_ranges=None,
+                    condition_names=None):
     """A ``tf.Module`` carrying the Keras sampler and the serving functions.
 
-    ``condition_ranges`` ([c, 2], low and high of each condition) adds the ``in_range`` output."""
+    ``condition_ranges`` ([c, 2], low and high of each condition) adds the ``in_range`` output;
+    ``condition_names`` go into the error message of a request with the wrong shape."""
     module = tf.Module()
     module.sampler = sampler
     ranges = None if condition_ranges is None else tf.constant(condition_ranges, tf.float32)
 
     def serve(conditions, seed):
+        conditions, seed = _checked_request(conditions, seed, n_conditions, condition_names)
         outputs = {"samples": generate(conditions, seed)}
         if ranges is not None:
             outputs["in_range"] = tf.reduce_all(
@@ -42,9 +83,7 @@ def servable_module(sampler, latent_dim, n_conditions, spectrum=None, condition_
 
     def generate(conditions, seed):
         conditions = tf.debugging.check_numerics(conditions, "conditions contain NaN or inf")
-        noise = tf.random.stateless_normal(
-            tf.stack([tf.shape(conditions)[0], latent_dim]),
-            seed=tf.stack([seed, tf.constant(0x5EED, tf.int64)]))
+        noise = serving_noise(tf.shape(conditions)[0], latent_dim, seed)
         return tf.cast(module.sampler([conditions, noise], training=False), tf.float32)
 
     module.serve = tf.function(
@@ -96,7 +135,8 @@ def export_savedmodel(sampler, base_dir, name, version=None, *, latent_dim, n_co
     staging = model_dir / f".tmp-{version}-{os.getpid()}"
     shutil.rmtree(staging, ignore_errors=True)
     ranges = (metadata or {}).get("condition_ranges")
-    module = servable_module(sampler, latent_dim, n_conditions, spectrum, ranges)
+    module = servable_module(sampler, latent_dim, n_conditions, spectrum, ranges,
+                             (metadata or {}).get("condition_names"))
     signatures = {"serving_default": module.serve}
     if spectrum is not None:
         signatures["sample_spectrum"] = module.sample_spectrum
