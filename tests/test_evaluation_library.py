@@ -178,3 +178,30 @@ def test_generator_size_of_a_keras_sampler(mini_calo, mini_data):
 
     assert generator_nbytes(_Model()) == 3 * 4 * 4 + 4 * 8
     assert generator_nbytes(object()) is None
+
+
+
+def _comparison(gan_values, gan_speed, library_values):
+    metrics = ["W1/sigma:mean", "classifier_auc"]
+    return {"metrics": metrics, "n_events": 10, "floor": None, "rows": [
+        {"name": "GAN", "values": dict(zip(metrics, gan_values)), "errors": {},
+         "samples_per_second": gan_speed, "nbytes": 1_000},
+        {"name": "shower library (k=10)", "values": dict(zip(metrics, library_values)),
+         "errors": {}, "samples_per_second": 1000.0, "nbytes": 100_000}]}
+
+
+# (W1/sigma, AUC): the AUC counts by its distance from 0.5
+@pytest.mark.parametrize("gan_values, gan_speed, library_values, verdict", [
+    ((0.5, 0.97), 500.0, (0.01, 0.50), "does not beat the library on fidelity or speed"),
+    ((0.5, 0.97), 5000.0, (0.01, 0.50), "beats the library on speed only, not on fidelity"),
+    ((0.005, 0.49), 500.0, (0.01, 0.55), "beats the library on fidelity, not on speed"),
+    ((0.005, 0.60), 5000.0, (0.01, 0.55),
+     "beats the library on fidelity for some metrics only and on speed"),
+])
+def test_report_says_whether_the_gan_beats_the_library(gan_values, gan_speed, library_values,
+                                                        verdict):
+    from ddsim_gan.evaluation.report import comparison_lines
+
+    lines = comparison_lines(_comparison(gan_values, gan_speed, library_values))
+    assert lines[-1].startswith(f"**GAN {verdict}**"), lines[-1]
+    assert lines[-1].endswith("0.01x its size.")

@@ -326,6 +326,49 @@ def comparison_lines(comparison: dict) -> list[str]:
     if comparison.get("floor"):
         cells = [_fmt(comparison["floor"].get(n)) for n in names]
         lines.append("| reference vs reference (floor) | " + " | ".join(cells) + " | – | – |")
+    return lines + library_verdict(comparison)
+
+
+def _badness(metric: str, value: float) -> float:
+    """Smaller is better: a classifier's AUC counts by its distance from 0.5."""
+    return abs(value - 0.5) if metric.startswith("classifier_auc") else abs(value)
+
+
+def library_verdict(comparison: dict) -> list[str]:
+    """One sentence per generator compared with the shower library (a row whose name contains
+    "library"): on how many metrics, and whether in speed and size, it beats the library, as
+    seed 001 asks ("a GAN that does not beat the library on fidelity or speed must say so")."""
+    rows = comparison["rows"]
+    library = next((r for r in rows if "library" in r["name"].lower()), None)
+    if library is None:
+        return []
+    lines = [""]
+    for row in rows:
+        if row is library:
+            continue
+        pairs = [(m, row["values"].get(m), library["values"].get(m)) for m in comparison["metrics"]]
+        pairs = [(m, a, b) for m, a, b in pairs if a is not None and b is not None
+                 and np.isfinite(a) and np.isfinite(b)]
+        better = [m for m, a, b in pairs if _badness(m, a) < _badness(m, b)]
+        faster = row["samples_per_second"] > library["samples_per_second"]
+        fidelity = (f"better fidelity than the library on {len(better)} of {len(pairs)} "
+                    f"metrics" + (f" ({', '.join(better)})" if better else ""))
+        speed = (f"{row['samples_per_second'] / library['samples_per_second']:.2g}x the "
+                 f"library's speed")
+        size = ""
+        if row["nbytes"] and library["nbytes"]:
+            size = f", {row['nbytes'] / library['nbytes']:.2g}x its size"
+        everywhere = bool(pairs) and len(better) == len(pairs)
+        fidelity_word = ("fidelity" if everywhere else "fidelity for some metrics only"
+                         if better else None)
+        if fidelity_word is None and not faster:
+            verdict = "does not beat the library on fidelity or speed"
+        elif fidelity_word is None:
+            verdict = "beats the library on speed only, not on fidelity"
+        else:
+            verdict = (f"beats the library on {fidelity_word}"
+                       + (" and on speed" if faster else ", not on speed"))
+        lines.append(f"**{row['name']} {verdict}**: {fidelity}; {speed}{size}.")
     return lines
 
 
