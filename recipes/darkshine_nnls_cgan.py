@@ -55,7 +55,7 @@ def main(argv=None):
     settings = recipe.settings_for(args, PRESETS)
 
     from ddsim_gan import detectors
-    from ddsim_gan.evaluation import evaluate
+    from ddsim_gan.evaluation import MetricMonitor, evaluate
     from ddsim_gan.models.builders import build_conditional_gan
     from ddsim_gan.models.penalties import NNLSPenalty
     from ddsim_gan.models.spectrum import ConditionSpectrum
@@ -74,7 +74,13 @@ def main(argv=None):
                                 "layerwise" else 0.0, seed=args.seed)
     gan.compile(**recipe.wgan_optimizers(settings, learning_rate=2e-4),
                 jit_compile=not args.no_jit)
-    history = recipe.train(gan, detector, data, settings, args)
+    # physics metrics and sample images in TensorBoard (OUTPUT_DIR/logs/physics) during training
+    n_monitor = 500 if args.quick else 2000
+    monitor = MetricMonitor(detector, data.train_conditions[:n_monitor],
+                            data.train_samples[:n_monitor], every=1 if args.quick else 5,
+                            metrics=("W1/sigma:E_total", "W1/sigma:n_hits", "W1/sigma:mean"),
+                            log_dir=args.output_dir / "logs" / "physics", seed=args.seed)
+    history = recipe.train(gan, detector, data, settings, args, callbacks=[monitor])
     recipe.save_model(gan, RECIPE, detector, args)
 
     # ---- NNLS spectrum: unfold p(E) from the observed total energies -------------------------

@@ -36,15 +36,21 @@ def _fit(gan, data, epochs, callbacks):
                    shuffle=False)
 
 
-def _scalars(log_dir):
-    """{tag: [(step, value)]} from the TensorBoard event files under ``log_dir``."""
+def _summaries(log_dir, plugin="scalars"):
+    """{tag: [(step, value)]} of one TensorBoard plugin's summaries under ``log_dir``."""
     out = {}
     for path in log_dir.glob("events.out.tfevents*"):
         for event in tf.compat.v1.train.summary_iterator(str(path)):
             for value in event.summary.value:
-                out.setdefault(value.tag, []).append(
-                    (event.step, float(tf.make_ndarray(value.tensor))))
+                if value.metadata.plugin_data.plugin_name == plugin:
+                    array = tf.make_ndarray(value.tensor)
+                    out.setdefault(value.tag, []).append(
+                        (event.step, float(array) if plugin == "scalars" else array))
     return out
+
+
+def _scalars(log_dir):
+    return _summaries(log_dir, "scalars")
 
 
 def test_metrics_every_k_epochs_in_history_and_tensorboard(gan, mini_calo, mini_data, validation,
@@ -82,6 +88,25 @@ def test_metrics_every_k_epochs_in_history_and_tensorboard(gan, mini_calo, mini_
     assert [step for step, _ in scalars["W1/sigma:E_total"]] == [1, 3]
     assert scalars["W1/sigma:E_total"][-1][1] == pytest.approx(
         history.history["W1/sigma:E_total"][-1], rel=1e-6)
+    images = _summaries(tmp_path / "physics", "images")       # average + 3 events, as PNGs
+    (tag, logged), = images.items()
+    assert tag.startswith("generated") and [step for step, _ in logged] == [1, 3]
+    width, height, *pngs = logged[-1][1]
+    assert (int(width), int(height)) == (3, 4) and len(pngs) == 4   # (x, y) = (4, 3)
+    assert all(png.startswith(b"\x89PNG") for png in pngs)
+
+
+def test_summary_images_sum_layers_and_scale_each_to_one():
+    samples = np.zeros((5, 2, 3, 4), np.float32)
+    samples[:, 0, 1, 2] = 10.0
+    samples[:, 1, 1, 2] = 5.0
+    samples[0, 1, 0, 0] = 1.0
+    images = MetricMonitor.summary_images(samples, n_examples=2)
+    assert images.shape == (3, 3, 4, 1)
+    assert images.max(axis=(1, 2, 3)).tolist() == [1.0, 1.0, 1.0]
+    assert images[1, 0, 0, 0] == pytest.approx(np.log1p(1.0) / np.log1p(15.0))  # event 0
+    assert images[2, 0, 0, 0] == 0.0
+    assert MetricMonitor.summary_images(np.zeros((5, 3))) is None           # vectors
 
 
 def test_best_generator_saved_only_on_improvement(gan, mini_calo, mini_data, validation,

@@ -28,6 +28,8 @@ def test_quick_run_writes_metrics_model_and_export(quick_run):
     version = quick_run / "saved_models" / "darkshine_nnls_cgan" / "1"
     assert (version / "saved_model.pb").is_file() and (version / "variables").is_dir()
     assert (version / "assets.extra" / "generator.keras").is_file()
+    # physics metrics and sample images for TensorBoard, written during training
+    assert list((quick_run / "logs" / "physics").glob("events.out.tfevents*"))
 
 
 SERVE = textwrap.dedent("""

@@ -243,12 +243,31 @@ class MetricMonitor(keras.callbacks.Callback):
             with self._writer.as_default():
                 for name, value in values.items():
                     tf.summary.scalar(name, value, step=epoch)
+                images = self.summary_images(samples)
+                if images is not None:
+                    tf.summary.image("generated (log scale; first: the average)", images,
+                                     step=epoch, max_outputs=len(images))
             self._writer.flush()
         current = values[self.monitor_name]
         if current < self.best:                       # NaN never improves
             self.best, self.best_epoch = current, epoch
             if self.best_path is not None:
                 self._save_best(epoch, current)
+
+    @staticmethod
+    def summary_images(samples, n_examples: int = 3):
+        """TensorBoard images ``[1 + n_examples, h, w, 1]`` in [0, 1] for image-like samples
+        (``(x, y)`` or ``(layers, x, y)`` per event, layers summed): the average over the
+        validation events, then single events, each as log1p scaled to its own maximum.
+        ``None`` for vector samples."""
+        samples = np.asarray(samples, np.float32)
+        if samples.ndim < 3 or not np.isfinite(samples).all():
+            return None
+        planes = samples.reshape(samples.shape[:1] + (-1,) + samples.shape[-2:]).sum(axis=1)
+        shown = np.concatenate([planes.mean(axis=0, keepdims=True), planes[:n_examples]])
+        shown = np.log1p(np.clip(shown, 0.0, None))
+        peak = shown.reshape(len(shown), -1).max(axis=1)
+        return (shown / np.where(peak > 0, peak, 1.0)[:, None, None])[..., None]
 
     def on_train_end(self, logs=None):
         if self._writer is not None:
