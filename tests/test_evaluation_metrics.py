@@ -150,3 +150,12 @@ def test_classifier_auc_and_jsd():
     images = rng.exponential(size=(500, 4, 4, 2))                   # low-level input
     result = classifier_two_sample_test(images, images * 3, epochs=5)
     assert result["auc"] > 0.9
+
+
+def test_empty_and_non_finite_samples_are_refused_with_the_index():
+    from ddsim_gan.evaluation.metrics import wasserstein_over_sigma
+
+    with pytest.raises(ValueError, match="ref: empty sample"):
+        wasserstein_over_sigma([], [1.0])
+    with pytest.raises(ValueError, match=r"gen: 2 non-finite values \(first at flattened index 1: nan"):
+        wasserstein_over_sigma([1.0, 2.0, 3.0], [1.0, np.nan, np.inf])

@@ -51,6 +51,11 @@ def _1d(values, name: str) -> np.ndarray:
     array = np.asarray(values, dtype=np.float64).ravel()
     if array.size == 0:
         raise ValueError(f"{name}: empty sample")
+    bad = ~np.isfinite(array)
+    if bad.any():
+        first = int(np.argmax(bad))
+        raise ValueError(f"{name}: {int(bad.sum())} non-finite values (first at flattened index "
+                         f"{first}: {array[first]}); a metric of them would be meaningless")
     return array
 
 
