@@ -1,6 +1,6 @@
 """Every model shipped under ``saved_models/<recipe>/<version>/`` serves its documented
 signature: physical conditions and an integer seed in, finite samples of the detector's shape
-out, the same samples for the same seed; its ``.keras`` generator reloads beside it."""
+and the in-range flags out, the same samples for the same seed; its ``.keras`` generator reloads beside it."""
 
 import json
 from pathlib import Path
@@ -27,9 +27,10 @@ def test_shipped_model_serves_reproducibly(model_dir):
     assert meta["recipe"] == model_dir.parent.name
     conditions = detector.sample_conditions(16, seed=0)
     serve = tf.saved_model.load(str(model_dir)).signatures["serving_default"]
-    a = serve(conditions=tf.constant(conditions), seed=tf.constant(7, tf.int64))["samples"]
+    first = serve(conditions=tf.constant(conditions), seed=tf.constant(7, tf.int64))
     b = serve(conditions=tf.constant(conditions), seed=tf.constant(7, tf.int64))["samples"]
-    a, b = a.numpy(), b.numpy()
+    a, b = first["samples"].numpy(), b.numpy()
+    assert first["in_range"].numpy().all()        # the detector's own conditions are in range
     assert a.shape == (16, *detector.sample_shape) and a.dtype == np.float32
     assert np.isfinite(a).all()
     np.testing.assert_array_equal(a, b)
