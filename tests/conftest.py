@@ -69,3 +69,19 @@ def tiny_conditional_gan(architecture="dense", seed=0):
              "layer_code": 8} if architecture == "layerwise" else {"architecture": architecture})
     return build_conditional_gan(detector, conditions, samples, latent_dim=4,
                                  generator_hidden=(16,), critic_hidden=(16,), seed=seed, **head)
+
+
+def small_compiled_gan(mini_calo, mini_data):
+    """An 8-unit ConditionalGAN for the ``mini_calo`` data, one critic step, Adam 1e-3 for each
+    network: the training-loop tests' model (resume, divergence)."""
+    import keras
+
+    from ddsim_gan.models.builders import build_conditional_gan
+
+    conditions, samples = mini_data
+    gan = build_conditional_gan(mini_calo, conditions, max_value=float(samples.max()),
+                                latent_dim=4, generator_hidden=(8,), critic_hidden=(8,),
+                                critic_steps=1, seed=0)
+    gan.compile(generator_optimizer=keras.optimizers.Adam(1e-3),
+                critic_optimizer=keras.optimizers.Adam(1e-3))
+    return gan

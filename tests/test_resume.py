@@ -26,8 +26,8 @@ import keras
 import numpy as np
 import pytest
 
+from conftest import small_compiled_gan
 from ddsim_gan.data import dataset_from_arrays, write_shards
-from ddsim_gan.models.builders import build_conditional_gan
 from ddsim_gan.training import CheckpointError, ResumableBackup, fit
 
 pytestmark = pytest.mark.slow
@@ -143,12 +143,8 @@ def test_sigkill_while_writing_a_checkpoint_resumes_from_the_previous_one(tmp_pa
 # ---- in-process: what cannot be resumed says so ----------------------------------------------
 def small_gan(mini_calo, mini_data):
     conditions, samples = mini_data
-    gan = build_conditional_gan(mini_calo, conditions, max_value=float(samples.max()),
-                                latent_dim=4, generator_hidden=(8,), critic_hidden=(8,),
-                                critic_steps=1, seed=0)
-    gan.compile(generator_optimizer=keras.optimizers.Adam(1e-3),
-                critic_optimizer=keras.optimizers.Adam(1e-3))
-    return gan, dataset_from_arrays(conditions, samples, 64, seed=0, repeat=True)
+    return (small_compiled_gan(mini_calo, mini_data),
+            dataset_from_arrays(conditions, samples, 64, seed=0, repeat=True))
 
 
 def test_unusable_checkpoints_are_refused_with_the_file_named(tmp_path, mini_calo, mini_data):

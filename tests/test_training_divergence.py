@@ -7,25 +7,16 @@ import sys
 import textwrap
 
 import h5py
-import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from conftest import ROOT
+from conftest import ROOT, small_compiled_gan
 from ddsim_gan.data import dataset_from_arrays
-from ddsim_gan.models.builders import build_conditional_gan
 from ddsim_gan.training import ResumableBackup, TrainingDivergedError, fit
 
 
-def small_gan(mini_calo, mini_data):
-    conditions, samples = mini_data
-    gan = build_conditional_gan(mini_calo, conditions, max_value=float(samples.max()),
-                                latent_dim=4, generator_hidden=(8,), critic_hidden=(8,),
-                                critic_steps=1, seed=0)
-    gan.compile(generator_optimizer=keras.optimizers.Adam(1e-3),
-                critic_optimizer=keras.optimizers.Adam(1e-3))
-    return gan
+small_gan = small_compiled_gan
 
 
 def poisoned(dataset, at_batch):
