@@ -208,7 +208,6 @@ def train_arrays(gan, conditions, samples, settings, args, output_dir=None, call
     models whose training pairs are not a detector's (conditions, samples), e.g. the links of an
     auto-regressive chain; the arrays are shuffled every epoch (``dataset_from_arrays``)."""
     from .data import dataset_from_arrays
-    from .training import fit
 
     batch = settings["batch_size"]
     dataset = dataset_from_arrays(conditions, samples, batch, shuffle=True, seed=args.seed,

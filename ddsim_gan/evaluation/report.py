@@ -351,24 +351,21 @@ def library_verdict(comparison: dict) -> list[str]:
                  and np.isfinite(a) and np.isfinite(b)]
         better = [m for m, a, b in pairs if _badness(m, a) < _badness(m, b)]
         faster = row["samples_per_second"] > library["samples_per_second"]
-        fidelity = (f"better fidelity than the library on {len(better)} of {len(pairs)} "
-                    f"metrics" + (f" ({', '.join(better)})" if better else ""))
+        detail = (f"better fidelity than the library on {len(better)} of {len(pairs)} "
+                  f"metrics" + (f" ({', '.join(better)})" if better else ""))
         speed = (f"{row['samples_per_second'] / library['samples_per_second']:.2g}x the "
                  f"library's speed")
         size = ""
         if row["nbytes"] and library["nbytes"]:
             size = f", {row['nbytes'] / library['nbytes']:.2g}x its size"
-        everywhere = bool(pairs) and len(better) == len(pairs)
-        fidelity_word = ("fidelity" if everywhere else "fidelity for some metrics only"
-                         if better else None)
-        if fidelity_word is None and not faster:
-            verdict = "does not beat the library on fidelity or speed"
-        elif fidelity_word is None:
-            verdict = "beats the library on speed only, not on fidelity"
+        if not better:
+            verdict = ("beats the library on speed only, not on fidelity" if faster
+                       else "does not beat the library on fidelity or speed")
         else:
-            verdict = (f"beats the library on {fidelity_word}"
+            fidelity = "fidelity" if len(better) == len(pairs) else "fidelity for some metrics only"
+            verdict = (f"beats the library on {fidelity}"
                        + (" and on speed" if faster else ", not on speed"))
-        lines.append(f"**{row['name']} {verdict}**: {fidelity}; {speed}{size}.")
+        lines.append(f"**{row['name']} {verdict}**: {detail}; {speed}{size}.")
     return lines
 
 
