@@ -28,13 +28,15 @@ class FixedInterpolation(GradientPenalty):
 
 
 def _gan(detector, conditions, samples, policy, penalty=None):
-    """The tiny GAN under ``policy``, built and initialized identically for every policy."""
+    """The tiny GAN under ``policy``, built and initialized identically for every policy. Its
+    critic follows the policy too (the builders' default keeps critics float32 under
+    mixed_float16, see critic_precision): these tests are of the float16 machinery itself."""
     keras.mixed_precision.set_global_policy(policy)
     try:
         keras.utils.set_random_seed(7)
         gan = build_conditional_gan(detector, conditions, max_value=float(samples.max()),
                                     latent_dim=8, generator_hidden=(32,), critic_hidden=(32,),
-                                    critic_steps=2, seed=7)
+                                    critic_steps=2, seed=7, critic_policy=policy)
         if penalty is not None:
             gan.penalties[0] = penalty
         gan.compile(generator_optimizer=keras.optimizers.Adam(1e-3, 0.5, 0.9),
@@ -66,12 +68,13 @@ def test_mixed_float16_losses_track_float32(mini_calo, mini_data):
     mixed, _ = _train(_gan(mini_calo, *mini_data, "mixed_float16"), mini_data, steps=5)
     # Same seeds, so the same noise, interpolates and batches: the runs differ only by float16
     # rounding (unit roundoff 2**-11 ~ 5e-4) in the networks' activations, a few roundings per
-    # layer, compounded over 5 Adam steps at lr 1e-3. Observed: at most 6e-4 absolute on losses
-    # of order 0.1-1. The bar, 5e-3 + 1 %, is about ten times that and still far below the
-    # change of the critic loss over these steps (~0.9): a real precision bug (a skipped or
-    # mis-scaled update, a penalty rounded to float16) shows at that scale.
+    # layer, compounded over 5 Adam steps at lr 1e-3. Observed: at most 1.1e-2 absolute on
+    # losses of order 0.1-1 (the critic loss of step 4, through its gradient penalty; other
+    # steps within 6e-4). The bar, 2e-2 + 1 %, is still far below the change of the critic
+    # loss over these steps (~0.9): a real precision bug (a skipped or mis-scaled update, a
+    # penalty rounded to float16) shows at that scale.
     for name in ("critic_loss", "generator_loss", "wasserstein", "gradient_penalty"):
-        np.testing.assert_allclose(mixed[name], reference[name], rtol=1e-2, atol=5e-3,
+        np.testing.assert_allclose(mixed[name], reference[name], rtol=1e-2, atol=2e-2,
                                    err_msg=name)
     assert np.ptp(reference["critic_loss"]) > 0.3          # the runs moved: a real comparison
 
@@ -118,7 +121,11 @@ def test_penalties_are_float32_and_small_gradients_survive_float16(mini_calo, mi
     exact = gradient_penalty.gradient_norms(step(reference, 1.0)).numpy()
     scaled = gradient_penalty.gradient_norms(mixed_step).numpy()
     unscaled = gradient_penalty.gradient_norms(step(mixed, 1.0)).numpy()
-    # Taken at the loss scale, the float16 gradient keeps its digits (observed 2e-4, a few
-    # float16 roundings); at scale 1 its components are float16 subnormals (observed 4e-2 off).
-    np.testing.assert_allclose(scaled, exact, rtol=5e-3)
-    assert np.max(np.abs(unscaled / exact - 1)) > 1e-2     # the slope is small enough to matter
+    # Taken at the loss scale, the float16 gradient keeps its digits: median relative error
+    # observed 5e-5 (one event in 64 at 3.5 %: a float16 rounding moved a unit across the
+    # LeakyReLU kink, which no scale prevents); at scale 1 its components are float16
+    # subnormals (median 7e-3, over a hundred times worse).
+    scaled_error = np.median(np.abs(scaled / exact - 1))
+    unscaled_error = np.median(np.abs(unscaled / exact - 1))
+    assert scaled_error < 5e-4, scaled_error
+    assert unscaled_error > 10 * scaled_error and unscaled_error > 2e-3, unscaled_error

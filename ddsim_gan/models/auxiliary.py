@@ -33,6 +33,7 @@ import tensorflow as tf
 from keras import layers, ops
 
 from .gan import ConditionalGAN
+from .networks import critic_precision
 
 _PACKAGE = "ddsim_gan"
 
@@ -73,6 +74,7 @@ class EnergyFractions(keras.layers.Layer):
     ``scale``, ``norm``; an empty event gives zeros)."""
 
     def __init__(self, scale, norm, **kwargs):
+        kwargs.setdefault("dtype", "float32")      # computed in float32 (critic_precision)
         super().__init__(**kwargs)
         self.scale = float(scale)
         self.norm = float(norm)
@@ -89,6 +91,7 @@ class EnergyFractions(keras.layers.Layer):
         return {**super().get_config(), "scale": self.scale, "norm": self.norm}
 
 
+@critic_precision
 def dense_regressor(sample_shape, condition_width, hidden=(256, 128), fractions=None,
                     readout_hidden=128, name="regressor"):
     """``[normalized sample, encoded conditions]`` -> one number (the standardized metric).
@@ -119,6 +122,7 @@ def dense_regressor(sample_shape, condition_width, hidden=(256, 128), fractions=
     return keras.Model([sample, conditions], out, name=name)
 
 
+@critic_precision
 def auxiliary_dense_critic(sample_shape, condition_width, n_auxiliary=1, hidden=(512, 256),
                            features=None, name="critic"):
     """``[normalized sample, encoded conditions, auxiliary features]`` -> score.
@@ -191,6 +195,9 @@ class AuxiliaryRegressorGAN(ConditionalGAN):
         self.regressor_optimizer = None
 
     # ---- the regressor ---------------------------------------------------------------------
+    def _networks(self):
+        return super()._networks() + [self.regressor]
+
     def _critic_scores(self, samples, encoded, training=True):
         feature = self.regressor([samples, encoded], training=False)
         return self.critic([samples, encoded, feature], training=training)

@@ -49,7 +49,7 @@ def build_conditional_gan(detector, train_conditions, train_samples=None, *, max
                           critic_steps=4, gradient_penalty=10.0, shower_features=True,
                           log_scale=1.0, energy_condition=None, extra_penalties=(), seed=0,
                           critic_features=(), architecture="dense", layer_code=64,
-                          scattered_scale=0.0):
+                          scattered_scale=0.0, critic_policy=None):
     """A conditional WGAN-GP for an image detector: dense networks, or with
     ``architecture="layerwise"`` the factorized ones of :mod:`~ddsim_gan.models.layerwise`
     (with ``scattered_scale`` > 0 MeV: per-cell noise and scattered deposits, see
@@ -63,7 +63,8 @@ def build_conditional_gan(detector, train_conditions, train_samples=None, *, max
     fitted on ``train_samples``. ``critic_features`` are extra feature layers of the normalized
     sample (e.g. :class:`~ddsim_gan.models.networks.SeedHitFeatures`) concatenated into the
     critic's input, or functions ``(log_scale, norm) -> layer`` that build them for the sample
-    transform chosen here.
+    transform chosen here. ``critic_policy`` overrides
+    :func:`~ddsim_gan.models.networks.critic_precision` (float32 critics under mixed_float16).
     """
     if max_value is None:
         if train_samples is None:
@@ -107,10 +108,12 @@ def build_conditional_gan(detector, train_conditions, train_samples=None, *, max
     if architecture == "layerwise":
         critic = layerwise.layerwise_critic(detector.sample_shape, encoder.output_width,
                                             layer_axis, hidden=critic_hidden,
-                                            layer_code=layer_code, features=all_features)
+                                            layer_code=layer_code, features=all_features,
+                                            policy=critic_policy)
     else:
         critic = networks.dense_critic(detector.sample_shape, encoder.output_width,
-                                       hidden=critic_hidden, features=all_features)
+                                       hidden=critic_hidden, features=all_features,
+                                       policy=critic_policy)
     penalties = [penalty_objects.GradientPenalty(gradient_penalty), *extra_penalties]
     return ConditionalGAN(generator, critic, encoder, transform, generator.inputs[0].shape[-1],
                           threshold=detector.threshold, penalties=penalties,

@@ -292,6 +292,7 @@ def start_at_category_means(generator, encoder, detector, conditions, samples,
     out.kernel.assign(kernel.astype("float32"))
 
 
+@networks.critic_precision
 def conv3d_critic(sample_shape, condition_width, *, channels=(8, 16, 32), hidden=256,
                   features=None, name="critic"):
     """``[normalized sample (layers, x, y), encoded conditions]`` -> score: strided Conv3D

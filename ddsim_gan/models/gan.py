@@ -166,14 +166,23 @@ class ConditionalGAN(keras.Model):
         cannot reduce a ``(conditions, samples)`` tuple ("Attempt to convert a value (PerReplica
         ...) with an unsupported type", keras #20585, tensorflow #72388). The GAN's networks are
         built when it is constructed, so unless compile() was given metrics or a loss there is
-        nothing to build from data: build the rest (Keras' default optimizer) without a batch."""
+        nothing to build from data: build the rest (Keras' default optimizer) without a batch.
+        (Weightless preprocessing layers used outside the sampler, such as the sample transform
+        of a model with an output head, may never be marked built; the networks are.)"""
         if (self._distribute_strategy is not None
-                and all(layer.built for layer in self._flatten_layers())
+                and all(network.built for network in self._networks())
                 and self._compile_metrics is None and self._compile_loss is None):
             with self.distribute_strategy.scope():
-                self._symbolic_build()
+                # Trainer._symbolic_build without a batch
+                if self.optimizer is not None and not self.optimizer.built:
+                    self.optimizer.build(self.trainable_variables)
+                self._post_build()
             return
         super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
+
+    def _networks(self):
+        """The models whose weights training changes (a subclass adds its own)."""
+        return [self.generator, self.critic, self.sampler]
 
     # ---- training -----------------------------------------------------------------------------
     def _critic_scores(self, samples, encoded, training=True):

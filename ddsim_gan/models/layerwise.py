@@ -16,6 +16,8 @@ import math
 import keras
 from keras import layers, ops
 
+from .networks import critic_precision
+
 _PACKAGE = "ddsim_gan"
 
 
@@ -115,6 +117,7 @@ def layerwise_generator(latent_dim, condition_width, sample_shape, layer_axis, h
     return keras.Model([noise, conditions], out, name=name)
 
 
+@critic_precision
 def layerwise_critic(sample_shape, condition_width, layer_axis, hidden=(512, 256), layer_code=64,
                      features=None, name="critic"):
     """``[normalized sample, encoded conditions]`` -> score, one shared encoder per layer."""

@@ -11,12 +11,37 @@ while transposed convolutions on 20x20x11 images do not (issue 7's measurements)
 
 from __future__ import annotations
 
+import functools
 import math
 
 import keras
 from keras import layers, ops
 
 _PACKAGE = "ddsim_gan"
+
+
+def critic_precision(build):
+    """Decorator of critic (and auxiliary regressor) builders: under ``mixed_float16`` the
+    network is built in float32; otherwise it follows the global policy.
+
+    The gradient penalty differentiates the critic's input gradient a second time, and float16
+    ends at 65504: critics with steep input slopes (per-cell gradients up to 1e3 at
+    initialization in the SiW conv3d critic) overflow at any loss scale. Measured with float16
+    critics: the dynamic loss scale of the SiW critics fell from 2**15 to 2 (dense) and to 0
+    (conv3d: no update left) within 25 steps. bfloat16 has float32's range, so under
+    ``mixed_bfloat16`` critics stay in bfloat16. The generator, the network that is deployed,
+    follows the policy in both. ``policy=`` overrides the rule.
+    """
+    @functools.wraps(build)
+    def wrapper(*args, policy=None, **kwargs):
+        current = keras.mixed_precision.global_policy().name
+        chosen = policy or ("float32" if current == "mixed_float16" else current)
+        keras.mixed_precision.set_global_policy(chosen)
+        try:
+            return build(*args, **kwargs)
+        finally:
+            keras.mixed_precision.set_global_policy(current)
+    return wrapper
 
 
 @keras.saving.register_keras_serializable(package=_PACKAGE)
@@ -39,6 +64,7 @@ class ShowerFeatures(keras.layers.Layer):
 
     def __init__(self, scale, norm, layer_axis=None, lateral_axes=(), hit_threshold=None,
                  **kwargs):
+        kwargs.setdefault("dtype", "float32")      # computed in float32 (critic_precision)
         super().__init__(**kwargs)
         self.scale = float(scale)
         self.norm = float(norm)
@@ -69,7 +95,9 @@ class ShowerFeatures(keras.layers.Layer):
             other = tuple(a for a in all_axes if a != axis + 1)
             profile = ops.sum(energy, axis=other)
             coordinate = (ops.arange(size, dtype="float32") - (size - 1) / 2.0) / size
-            weight = profile / (total[:, None] + 1e-6)
+            # + scale, not + 1e-6: an empty image (an untrained generator's) keeps finite
+            # slopes (see ImageMomentFeatures); real showers hold hundreds of scale units
+            weight = profile / (total[:, None] + self.scale)
             centre = ops.sum(weight * coordinate, axis=1)
             spread = ops.sum(weight * ops.square(coordinate[None, :] - centre[:, None]), axis=1)
             features += [centre[:, None] * 4.0, ops.sqrt(spread + 1e-8)[:, None] * 10.0]
@@ -216,6 +244,7 @@ class SoftClip(keras.layers.Layer):
         return {**super().get_config(), "bound": self.bound}
 
 
+@critic_precision
 def dense_critic(sample_shape, condition_width, hidden=(512, 256), features=None,
                  name="critic"):
     """``[normalized sample, encoded conditions]`` -> score (float32, no activation).
@@ -259,6 +288,7 @@ class SeedHitFeatures(keras.layers.Layer):
     """
 
     def __init__(self, scale, norm, layer_axis=0, fraction=0.05, temperature=0.02, **kwargs):
+        kwargs.setdefault("dtype", "float32")      # computed in float32 (critic_precision)
         super().__init__(**kwargs)
         self.scale = float(scale)
         self.norm = float(norm)
@@ -299,10 +329,17 @@ class ImageMomentFeatures(keras.layers.Layer):
     :class:`~ddsim_gan.data.preprocessing.LogScale` (``scale``, ``norm``) and weighted by their
     value; coordinates are in cells, centred on the image. Outputs, per event: mean_a / n_a,
     mean_b / n_b, width_a / n_a, width_b / n_b (times 4), the correlation
-    cov_ab / (width_a width_b + eps), and log1p(total / scale) / norm.
+    cov_ab / (width_a width_b), and log1p(total / scale) / norm.
+
+    The weights are value / (total + ``scale``) and the widths sqrt(var + 0.1^2): for real
+    clusters (totals of hundreds of ``scale`` units, widths of cells) that changes nothing, but
+    an empty or one-cell image (what an untrained generator emits) keeps finite slopes. With
+    total + 1e-6 the critic's input gradient reached 4.5e11 there: beyond float16's range at
+    any loss scale, and a cliff that the gradient penalty cannot smooth.
     """
 
     def __init__(self, scale, norm, **kwargs):
+        kwargs.setdefault("dtype", "float32")      # computed in float32 (critic_precision)
         super().__init__(**kwargs)
         self.scale = float(scale)
         self.norm = float(norm)
@@ -311,7 +348,7 @@ class ImageMomentFeatures(keras.layers.Layer):
         energy = self.scale * ops.expm1(ops.cast(normalized, "float32") * self.norm)
         n_a, n_b = energy.shape[1], energy.shape[2]
         total = ops.sum(energy, axis=(1, 2))
-        safe = total + 1e-6
+        safe = total + self.scale
         ca = ops.arange(n_a, dtype="float32") - (n_a - 1) / 2.0
         cb = ops.arange(n_b, dtype="float32") - (n_b - 1) / 2.0
         pa, pb = ops.sum(energy, axis=2), ops.sum(energy, axis=1)
@@ -322,7 +359,7 @@ class ImageMomentFeatures(keras.layers.Layer):
         da = ca[None, :, None] - mean_a[:, None, None]
         db = cb[None, None, :] - mean_b[:, None, None]
         cov = ops.sum(energy * da * db, axis=(1, 2)) / safe
-        width_a, width_b = ops.sqrt(var_a + 1e-6), ops.sqrt(var_b + 1e-6)
+        width_a, width_b = ops.sqrt(var_a + 0.01), ops.sqrt(var_b + 0.01)
         return ops.stack([mean_a / n_a, mean_b / n_b, 4.0 * width_a / n_a, 4.0 * width_b / n_b,
                           cov / (width_a * width_b), ops.log1p(total / self.scale) / self.norm],
                          axis=1)

@@ -5,7 +5,11 @@ Every penalty has a ``weight``, a ``side`` ("critic" or "generator") and is call
 scalar), which the GAN logs under the penalty's ``name`` and adds as ``weight * term``. A penalty
 knows nothing else about the GAN it is plugged into, so any model of the package can use it.
 
-Penalties are computed in float32 even under a mixed-precision policy.
+Penalties are computed in float32 even under a mixed-precision policy. Under a distribution
+strategy each replica holds a slice of the global batch: batch-level statistics (the batch means
+of the conservation penalties, the histograms of the NNLS penalty) are summed over the replicas
+with :func:`global_batch_sum`, so every replica computes the penalty of the global batch, as one
+device would.
 """
 
 from __future__ import annotations
@@ -67,6 +71,26 @@ class Penalty:
 
 def _per_event(tensor):
     return tf.reshape(tf.cast(tensor, tf.float32), [tf.shape(tensor)[0], -1])
+
+
+def global_batch_sum(tensor):
+    """``tensor`` (a sum over this replica's events) summed over all replicas in sync.
+
+    The gradient of an all-reduce sum is an all-reduce sum of the gradients
+    (``tf.distribute.ReplicaContext.all_reduce``), so with each replica's loss divided by the
+    number of replicas and the replicas' gradients summed, the update is that of the penalty of
+    the global batch. Outside a strategy (or with one replica) it is the identity.
+    """
+    context = tf.distribute.get_replica_context()
+    if context is None or context.num_replicas_in_sync == 1:
+        return tensor
+    return context.all_reduce(tf.distribute.ReduceOp.SUM, tensor)
+
+
+def _batch_mean(per_event):
+    """Mean over the global batch of a per-event ``[n]`` quantity."""
+    count = global_batch_sum(tf.cast(tf.shape(per_event)[0], per_event.dtype))
+    return global_batch_sum(tf.reduce_sum(per_event)) / count
 
 
 @keras.saving.register_keras_serializable(package=_PACKAGE)
@@ -187,8 +211,8 @@ class ConservationPenalty(Penalty):
             tf.sigmoid((cells - self.hit_fraction * peak) / (self.temperature * peak)), axis=1)
 
     def __call__(self, step):
-        real = tf.reduce_mean(self.quantity_per_event(step.to_physical(step.real)))
-        fake = tf.reduce_mean(self.quantity_per_event(step.to_physical(step.fake)))
+        real = _batch_mean(self.quantity_per_event(step.to_physical(step.real)))
+        fake = _batch_mean(self.quantity_per_event(step.to_physical(step.fake)))
         return tf.square((fake - real) / (tf.abs(real) + 1e-12))
 
     def get_config(self):
@@ -248,13 +272,15 @@ class NNLSPenalty(Penalty):
         membership = tf.one_hot(bins, k, dtype=tf.float64)
         histograms = soft_histogram(observable, self.observable_edges, self._kernel_width,
                                     membership)
+        histograms = global_batch_sum(histograms)
         return histograms / tf.maximum(tf.reduce_sum(histograms, axis=0, keepdims=True), 1e-12)
 
     def __call__(self, step):
         fake_total = tf.reduce_sum(_per_event(step.to_physical(step.fake)), axis=1)
         real_total = tf.reduce_sum(_per_event(step.to_physical(step.real)), axis=1)
         matrix = self.response_matrix(step.conditions, fake_total)
-        target = soft_histogram(real_total, self.observable_edges, self._kernel_width)[:, 0]
+        target = global_batch_sum(
+            soft_histogram(real_total, self.observable_edges, self._kernel_width)[:, 0])
         target = target / tf.maximum(tf.reduce_sum(target), 1e-12)
         weights, _ = nnls(tf.stop_gradient(matrix), tf.stop_gradient(target))
         residual = tf.linalg.matvec(matrix, weights) - target
@@ -290,12 +316,13 @@ class GroupedConservationPenalty(ConservationPenalty):
         group = tf.cast(tf.round(tf.cast(step.conditions[:, self.group_index], tf.float32)),
                         tf.int32)
         members = tf.one_hot(group, self.n_groups, dtype=tf.float32)          # [n, G]
-        counts = tf.reduce_sum(members, axis=0)
+        counts = global_batch_sum(tf.reduce_sum(members, axis=0))
         present = tf.cast(counts > 0, tf.float32)
 
         def means(samples):
             q = self.quantity_per_event(step.to_physical(samples))
-            return tf.linalg.matvec(members, q, transpose_a=True) / tf.maximum(counts, 1.0)
+            sums = global_batch_sum(tf.linalg.matvec(members, q, transpose_a=True))
+            return sums / tf.maximum(counts, 1.0)
 
         real, fake = means(step.real), means(step.fake)
         relative = tf.square((fake - real) / (tf.abs(real) + 1e-12)) * present
