@@ -161,11 +161,37 @@ def test_image_moment_features_match_numpy():
     features = np.asarray(ImageMomentFeatures(1.0, norm)(LogScale(1.0, norm)(
         tf.constant(samples))))
     m = O.gaussian_moments(samples)              # cells: centres at i + 1/2
-    np.testing.assert_allclose(features[:, 0] * 8, m["mean_pad"] - 4.0, atol=1e-3)
-    np.testing.assert_allclose(features[:, 1] * 16, m["mean_time"] - 8.0, atol=1e-3)
-    np.testing.assert_allclose(features[:, 2] * 8 / 4, m["width_pad"], atol=1e-3)
+    # the floors (weights over total + scale, widths sqrt(var + 0.1^2)) move real clusters
+    # (totals of hundreds of counts) by at most 0.5 %, and widths of half a pad by 2 %
+    np.testing.assert_allclose(features[:, 0] * 8, m["mean_pad"] - 4.0, rtol=1e-2, atol=1e-3)
+    np.testing.assert_allclose(features[:, 1] * 16, m["mean_time"] - 8.0, rtol=1e-2, atol=1e-3)
+    np.testing.assert_allclose(features[:, 2] * 8 / 4, m["width_pad"], rtol=2.5e-2, atol=1e-3)
     np.testing.assert_allclose(features[:, 4], m["cov_pad_time"]
-                               / (m["width_pad"] * m["width_time"]), atol=1e-3)
+                               / (m["width_pad"] * m["width_time"]), rtol=1e-2, atol=1e-2)
+
+
+@pytest.mark.parametrize("layer", ["moments", "shower"])
+def test_critic_features_have_finite_slopes_on_empty_images(layer):
+    """An untrained generator emits near-empty images; with total + 1e-6 in the weights the
+    features' input gradient reached 4.5e11 there (beyond float16, a cliff for the GP). With
+    the floors, observed: 2e3 (shower features) and 2e4 (moments: the correlation's
+    1 / (width_a width_b) at the width floor, on a one-cell image), under float16's 65504."""
+    from ddsim_gan.models.networks import ImageMomentFeatures, ShowerFeatures
+
+    norm = 8.0
+    features = (ImageMomentFeatures(1.0, norm) if layer == "moments" else
+                ShowerFeatures(1.0, norm, lateral_axes=(0, 1)))
+    images = np.zeros((4, 8, 16), np.float32)
+    images[1, 3, 7] = 1e-4                          # one faint cell
+    images[2] = 1e-5                                # a faint uniform haze
+    images[3, 2, 2], images[3, 5, 12] = 1e-4, 2e-4  # two faint cells far apart
+    x = tf.constant(images)
+    with tf.GradientTape() as tape:
+        tape.watch(x)
+        out = features(x)
+    gradient = tape.gradient(out, x).numpy()
+    assert np.all(np.isfinite(out.numpy()))
+    assert np.max(np.abs(gradient)) < 6e4, np.max(np.abs(gradient))
 
 
 def test_noisy_head_adds_the_nominal_noise_before_the_threshold():
