@@ -154,10 +154,11 @@ def _benchmark(args) -> None:
           f"{pipe['h5py_rows_per_s']:.0f} rows/s, train step consumes "
           f"{pipe['train_step_rows_per_s']:.0f} rows/s")
     steps = result["train_step"]
-    line = f"train step: ddsim_gan {steps['ddsim_gan']['samples_per_s']:.0f} samples/s"
-    if "pidgan" in steps and "samples_per_s" in steps["pidgan"]:
-        line += (f", pidgan {steps['pidgan']['samples_per_s']:.0f} samples/s "
-                 f"(x{steps['speedup']:.2f})")
+    line = (f"train step (real events in the loss): ddsim_gan "
+            f"{steps['ddsim_gan']['rows_in_loss_per_s']:.0f}/s")
+    if "pidgan" in steps and "rows_in_loss_per_s" in steps["pidgan"]:
+        line += (f", pidgan {steps['pidgan']['rows_in_loss_per_s']:.0f}/s at batch "
+                 f"{steps['pidgan']['batch_size']} (x{steps['speedup']:.2f})")
     print(line)
 
 

@@ -6,9 +6,14 @@ Runs in a separate virtual environment (pidgan 0.2 pins tensorflow < 2.17 and nu
     /tmp/pidgan_venv/bin/pip install "tensorflow==2.16.2" "numpy<2" "scikit-learn<1.6" pidgan==0.2.0
     /tmp/pidgan_venv/bin/python tools/bench_pidgan.py --steps 50
 
-Same MLP as ours (``layers`` x ``hidden``, LeakyReLU), same batch, one critic update per
-generator update, gradient penalty 10, each network with its own RMSprop instance (pidgan hands
-back one shared instance when both are given as the string "rmsprop"). Prints one JSON line.
+Same MLP as ours (``layers`` x ``hidden``, LeakyReLU), one critic update per generator update,
+gradient penalty 10, each network with its own RMSprop instance (pidgan hands back one shared
+instance when both are given as the string "rmsprop"). Prints one JSON line.
+
+pidgan splits every batch in two (``GAN._prepare_trainset``): the first half are the real
+events, the second half's conditions feed the generator, and the second half's targets are
+dropped. A batch of 2n therefore does the arithmetic of our batch of n (n real, n generated),
+and ``rows_in_loss_per_s`` counts the real events the critic sees, as ours does.
 """
 
 import argparse
@@ -61,7 +66,8 @@ def main():
     print(json.dumps({"network": f"MLP {args.layers}x{args.hidden}, {args.output_dim} outputs, "
                                  f"{args.n_conditions} conditions",
                       "batch_size": args.batch_size, "tensorflow": tf.__version__,
-                      "samples_per_s": args.steps * args.batch_size / seconds}))
+                      "samples_per_s": args.steps * args.batch_size / seconds,
+                      "rows_in_loss_per_s": args.steps * (args.batch_size // 2) / seconds}))
 
 
 if __name__ == "__main__":
