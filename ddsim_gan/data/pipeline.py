@@ -89,30 +89,47 @@ def make_dataset(files, batch_size: int, *, shuffle: bool = True, seed: int | No
         with _open(path) as f:
             cond_name, sample_name = _inspect(f, path)["datasets"]
             cond, samples = f[cond_name], f[sample_name]
-            starts = np.arange(0, len(samples), chunk_rows)
+            n_rows = len(samples)
+            starts = np.arange(0, n_rows, chunk_rows)
             if rng is not None:
                 starts = rng.permutation(starts)
-            pool = []
+            # float32 files are read straight into the pool's buffer: no per-chunk arrays to
+            # concatenate, one copy of the data fewer
+            direct = cond.dtype == np.float32 and samples.dtype == np.float32
+            pool_rows = min(pool_chunks * chunk_rows, n_rows)
+            if rng is not None:
+                pool_c = np.empty((pool_rows, width), np.float32)
+                pool_s = np.empty((pool_rows,) + shape, np.float32)
+            filled = 0
             for k, start in enumerate(starts):
-                rows = slice(int(start), int(start) + chunk_rows)
-                c = np.asarray(cond[rows], dtype=np.float32).reshape(-1, width)
-                s = np.asarray(samples[rows], dtype=np.float32).reshape((-1,) + shape)
+                start, stop = int(start), min(int(start) + chunk_rows, n_rows)
+                if rng is None:
+                    c = np.empty((stop - start, width), np.float32)
+                    s = np.empty((stop - start,) + shape, np.float32)
+                else:
+                    c = pool_c[filled:filled + stop - start]
+                    s = pool_s[filled:filled + stop - start]
+                if direct:      # views of the buffer in the file's row shape
+                    cond.read_direct(c.reshape((-1,) + cond.shape[1:]), np.s_[start:stop])
+                    samples.read_direct(s.reshape((-1,) + samples.shape[1:]),
+                                        np.s_[start:stop])
+                else:
+                    c[...] = np.asarray(cond[start:stop], np.float32).reshape(-1, width)
+                    s[...] = np.asarray(samples[start:stop], np.float32).reshape((-1,) + shape)
                 if validate:
-                    _check_values(c, f"{path}: dataset {cond_name!r}", row_offset=int(start))
+                    _check_values(c, f"{path}: dataset {cond_name!r}", row_offset=start)
                     _check_values(s, f"{path}: dataset {sample_name!r}", non_negative=non_neg,
-                                  row_offset=int(start), detector_name=infos[0]["detector"] or "")
+                                  row_offset=start, detector_name=infos[0]["detector"] or "")
                 if rng is None:
                     yield c, s
                     continue
-                pool.append((c, s))
-                if len(pool) == pool_chunks or k == len(starts) - 1:
-                    c = np.concatenate([p[0] for p in pool])
-                    s = np.concatenate([p[1] for p in pool])
-                    order = rng.permutation(len(c))
-                    for lo in range(0, len(c), chunk_rows):
+                filled += stop - start
+                if filled == pool_rows or k == len(starts) - 1:
+                    order = rng.permutation(filled)
+                    for lo in range(0, filled, chunk_rows):
                         keep = order[lo:lo + chunk_rows]
-                        yield c[keep], s[keep]
-                    pool = []
+                        yield pool_c[keep], pool_s[keep]     # fancy indexing: new arrays
+                    filled = 0
 
     signature = (tf.TensorSpec((None, width), tf.float32),
                  tf.TensorSpec((None,) + shape, tf.float32))
