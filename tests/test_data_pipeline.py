@@ -40,6 +40,21 @@ def test_every_row_once_per_epoch(shards):
     assert list(ids(unshuffled)) == list(range(103))
 
 
+@pytest.mark.parametrize("seed", range(4))
+def test_a_short_chunk_read_early_does_not_overflow_the_shuffle_pool(shards, seed):
+    # 25 rows per file in chunks of 7, 7, 7 and 4, read in a random order into a pool of two
+    # chunks (14 rows): after the 4-row chunk the next two no longer fit (a full-length run
+    # failed with "Can't broadcast (1024, 6) -> (480, 6)" before the pool was flushed early)
+    paths, conditions, samples = shards
+    ds = make_dataset(paths, 16, seed=seed, drop_remainder=False, chunk_rows=7,
+                      shuffle_buffer=14)
+    rows = [(c.numpy(), s.numpy()) for c, s in ds]
+    got = np.concatenate([c[:, 0] for c, _ in rows]).astype(int)
+    assert sorted(got) == list(range(103))
+    for c, s in rows:
+        np.testing.assert_array_equal(s, samples[c[:, 0].astype(int)])
+
+
 def test_batch_shapes_repeat_and_drop_remainder(shards):
     paths, _, _ = shards
     ds = make_dataset(paths[0].parent, 10, seed=1)  # a directory works too

@@ -101,8 +101,20 @@ def make_dataset(files, batch_size: int, *, shuffle: bool = True, seed: int | No
                 pool_c = np.empty((pool_rows, width), np.float32)
                 pool_s = np.empty((pool_rows,) + shape, np.float32)
             filled = 0
-            for k, start in enumerate(starts):
+
+            def flush(filled):
+                order = rng.permutation(filled)
+                for lo in range(0, filled, chunk_rows):
+                    keep = order[lo:lo + chunk_rows]
+                    yield pool_c[keep], pool_s[keep]         # fancy indexing: new arrays
+
+            for start in starts:
                 start, stop = int(start), min(int(start) + chunk_rows, n_rows)
+                if rng is not None and filled + stop - start > pool_rows:
+                    # the file's short last chunk came early: the pool is full before its
+                    # nominal size
+                    yield from flush(filled)
+                    filled = 0
                 if rng is None:
                     c = np.empty((stop - start, width), np.float32)
                     s = np.empty((stop - start,) + shape, np.float32)
@@ -124,12 +136,11 @@ def make_dataset(files, batch_size: int, *, shuffle: bool = True, seed: int | No
                     yield c, s
                     continue
                 filled += stop - start
-                if filled == pool_rows or k == len(starts) - 1:
-                    order = rng.permutation(filled)
-                    for lo in range(0, filled, chunk_rows):
-                        keep = order[lo:lo + chunk_rows]
-                        yield pool_c[keep], pool_s[keep]     # fancy indexing: new arrays
+                if filled == pool_rows:
+                    yield from flush(filled)
                     filled = 0
+            if filled:
+                yield from flush(filled)
 
     signature = (tf.TensorSpec((None, width), tf.float32),
                  tf.TensorSpec((None,) + shape, tf.float32))
