@@ -335,8 +335,8 @@ class ImageMomentFeatures(keras.layers.Layer):
 
     The weights are value / (total + ``scale``) and the widths sqrt(var + 0.1^2): for real
     clusters (totals of hundreds of ``scale`` units, widths from half a cell) that changes them
-    by at most 2 %, but
-    an empty or one-cell image (what an untrained generator emits) keeps finite slopes. With
+    by at most 2 %, but an empty or one-cell image (what an untrained generator emits) keeps
+    finite slopes. With
     total + 1e-6 the critic's input gradient reached 4.5e11 there: beyond float16's range at
     any loss scale, and a cliff that the gradient penalty cannot smooth.
     """
