@@ -44,9 +44,11 @@ def main(argv=None):
     from ddsim_gan import recipe
 
     def options(parser):
-        parser.add_argument("--architecture", choices=["layerwise", "dense"], default="layerwise",
+        parser.add_argument("--architecture", choices=["layerwise", "dense", "components"],
+                            default="layerwise",
                             help="layer-wise factorized networks (default; several times "
-                                 "faster per step) or plain dense ones")
+                                 "faster per step), plain dense ones, or parametric shower "
+                                 "components rendered onto the crystals")
         parser.add_argument("--scattered-mev", type=float, default=10.0,
                             help="scale of the per-cell scattered deposits (nuclear fragments, "
                                  "noise hits) of the layer-wise generator; 0 turns them off")
@@ -55,6 +57,7 @@ def main(argv=None):
     settings = recipe.settings_for(args, PRESETS)
 
     from ddsim_gan import detectors
+    from ddsim_gan.detectors import darkshine
     from ddsim_gan.evaluation import MetricMonitor, evaluate
     from ddsim_gan.models.builders import build_conditional_gan
     from ddsim_gan.models.penalties import NNLSPenalty
@@ -71,7 +74,9 @@ def main(argv=None):
                                 energy_condition="E_total", extra_penalties=[nnls_penalty],
                                 architecture=args.architecture,
                                 scattered_scale=args.scattered_mev if args.architecture ==
-                                "layerwise" else 0.0, seed=args.seed)
+                                "layerwise" else 0.0, seed=args.seed,
+                                noise_sigma=darkshine.NOISE_SIGMA_MEV,
+                                photostat=1.0 / darkshine.PHOTOELECTRONS_PER_MEV)
     gan.compile(**recipe.wgan_optimizers(settings, learning_rate=2e-4),
                 jit_compile=not args.no_jit)
     # physics metrics and sample images in TensorBoard (OUTPUT_DIR/logs/physics) during training

@@ -9,7 +9,7 @@ import keras
 import numpy as np
 
 from ..data.preprocessing import ConditionEncoder, LogScale, QuantileTransform, Standardize
-from . import layerwise, networks, penalties as penalty_objects
+from . import components, layerwise, networks, penalties as penalty_objects
 from .gan import ConditionalGAN
 
 
@@ -49,7 +49,8 @@ def build_conditional_gan(detector, train_conditions, train_samples=None, *, max
                           critic_steps=4, gradient_penalty=10.0, shower_features=True,
                           log_scale=1.0, energy_condition=None, extra_penalties=(), seed=0,
                           critic_features=(), architecture="dense", layer_code=64,
-                          scattered_scale=0.0, critic_policy=None):
+                          scattered_scale=0.0, critic_policy=None, n_components=3,
+                          noise_sigma=0.0, photostat=0.0):
     """A conditional WGAN-GP for an image detector: dense networks, or with
     ``architecture="layerwise"`` the factorized ones of :mod:`~ddsim_gan.models.layerwise`
     (with ``scattered_scale`` > 0 MeV: per-cell noise and scattered deposits, see
@@ -63,7 +64,11 @@ def build_conditional_gan(detector, train_conditions, train_samples=None, *, max
     fitted on ``train_samples``. ``critic_features`` are extra feature layers of the normalized
     sample (e.g. :class:`~ddsim_gan.models.networks.SeedHitFeatures`) concatenated into the
     critic's input, or functions ``(log_scale, norm) -> layer`` that build them for the sample
-    transform chosen here. ``critic_policy`` overrides
+    transform chosen here. ``architecture="components"`` draws each shower as ``n_components``
+    parametric components rendered by a
+    :class:`~ddsim_gan.models.components.ShowerComponentsHead` (with the readout's nominal
+    ``noise_sigma`` and photo-statistics variance per unit ``photostat`` to start from) and
+    uses the layer-wise critic. ``critic_policy`` overrides
     :func:`~ddsim_gan.models.networks.critic_precision` (float32 critics under mixed_float16).
     """
     if max_value is None:
@@ -87,11 +92,22 @@ def build_conditional_gan(detector, train_conditions, train_samples=None, *, max
             detector.threshold, response_spread=spread, scattered_scale=scattered_scale,
             name="energy_share")
         output_units = math.prod(detector.sample_shape) + 1
-    if architecture == "layerwise":
+    if architecture in ("layerwise", "components"):
         if head is None or "layer" not in (detector.axes or ()):
-            raise ValueError("the layer-wise architecture needs an energy_condition and a "
-                             "'layer' axis")
+            raise ValueError(f"the {architecture} architecture needs an energy_condition and "
+                             "a 'layer' axis")
         layer_axis = detector.axes.index("layer")
+    if architecture == "components":
+        head = components.ShowerComponentsHead(
+            detector.sample_shape, layer_axis, detector.cell_size, n_components,
+            detector.condition_names.index(energy_condition), head.log_response,
+            detector.threshold, head.response_spread, noise_sigma, photostat,
+            name="shower_components")
+        generator = components.component_generator(latent_dim, encoder.output_width, head,
+                                                   hidden=generator_hidden)
+        generator.get_layer("component_params").bias.assign(
+            components.initial_parameters(head, train_samples))
+    elif architecture == "layerwise":
         generator = layerwise.layerwise_generator(
             latent_dim, encoder.output_width, detector.sample_shape, layer_axis,
             hidden=generator_hidden, layer_code=layer_code, cell_noise=bool(scattered_scale))
@@ -100,12 +116,13 @@ def build_conditional_gan(detector, train_conditions, train_samples=None, *, max
                                              detector.sample_shape, hidden=generator_hidden,
                                              output_units=output_units)
     else:
-        raise ValueError(f"architecture must be 'dense' or 'layerwise', got {architecture!r}")
-    if head is not None:
+        raise ValueError(f"architecture must be 'dense', 'layerwise' or 'components', got "
+                         f"{architecture!r}")
+    if head is not None and architecture != "components":
         _start_from_the_mean_shower(generator, train_samples)
     all_features = [features, *[f if isinstance(f, keras.layers.Layer) else f(log_scale, norm)
                                 for f in critic_features]]
-    if architecture == "layerwise":
+    if architecture in ("layerwise", "components"):
         critic = layerwise.layerwise_critic(detector.sample_shape, encoder.output_width,
                                             layer_axis, hidden=critic_hidden,
                                             layer_code=layer_code, features=all_features,

@@ -1,0 +1,248 @@
+"""A generator that draws a shower as a few parametric components rendered onto the cells.
+
+A network fed a few dozen latent numbers and asked for thousands of cell logits spends its
+training budget learning that a shower is a compact blob whose width and position change
+smoothly from layer to layer. Here the network emits what a physicist would parameterize
+(GFlash, G. Grindhammer and S. Peters, hep-ex/0001020): per event and per *component* (the recoil
+electron, a bremsstrahlung photon, scattered fragments) its energy share, its longitudinal
+profile over the layers and, in every layer, its transverse centre and core/tail radii. The head
+(:class:`ShowerComponentsHead`) renders them onto the cell grid and adds the fluctuations that
+make real cells sparse. The GAN then learns the *joint distribution* of those parameters given
+the conditions, which is low-dimensional, while the rendering is exact arithmetic.
+
+Transverse profile of one component in one layer: GFlash's radial density
+f(r) = 2 r R^2 / (r^2 + R^2)^2 has the marginal density R^2 / (2 (x^2 + R^2)^(3/2)) along any
+axis, whose CDF is 1/2 + x / (2 sqrt(x^2 + R^2)) (a scaled Student t with 2 degrees of freedom).
+A cell's share is taken as the product of its x and y marginal integrals (separable; exact
+marginals, hence exact centres and widths), for a core and a tail radius mixed with a fraction p.
+
+Cell fluctuations: GFlash deposits energy in spots; a cell expecting mu of a component's
+energy in spots of mean energy eps (learned per component and layer) receives
+N ~ Poisson(lambda = mu / eps) spots, so it fires with probability 1 - exp(-lambda) and,
+given it fired, holds about eps Gamma(k) with k = lambda / (1 - exp(-lambda)) (the mean
+number of spots given at least one). One uniform u per cell decides both: the cell fires if
+u < 1 - exp(-lambda), and u / (1 - exp(-lambda)) is the quantile of its energy, evaluated
+with the Wilson-Hilferty approximation of the Gamma quantile (E. B. Wilson, M. M. Hilferty,
+PNAS 17 (1931) 684). The firing decision passes gradients straight through a sigmoid relaxation
+(Y. Bengio et al., arXiv:1308.3432), so the critic's view of the hit multiplicity reaches lambda.
+The deposits are rescaled to the event's energy (the ECAL measured what the shower left in it),
+then read out: Gaussian noise of sigma^2 = sigma_noise^2 + c_pe x (electronics and
+photo-statistics, both learned from the detector's nominal values) and the readout threshold.
+
+Keras layers and ``keras.ops`` only: the sampler loads under every Keras backend.
+"""
+
+from __future__ import annotations
+
+import math
+
+import keras
+import numpy as np
+from keras import layers, ops
+
+from .calorimeter import NoiseSplit
+
+_PACKAGE = "ddsim_gan"
+
+#: Per component and layer: layer logit, centre (2), log core and tail radius, core logit,
+#: log spot energy.
+PARAMS_PER_LAYER = 7
+
+
+def _cell_edges(n_cells: int, cell_size: float) -> np.ndarray:
+    """Cell boundaries centred on zero, matching ``evaluation.observables`` coordinates."""
+    return ((np.arange(n_cells + 1) - n_cells / 2.0) * cell_size).astype(np.float32)
+
+
+def _t2_cell_shares(centre, radius, edges):
+    """Share of a t2-marginal profile in each cell: ``[..., 1] -> [..., n_cells]``."""
+    u = (edges - centre) / radius
+    cdf = 0.5 * u / ops.sqrt(u * u + 1.0)
+    return cdf[..., 1:] - cdf[..., :-1]
+
+
+@keras.saving.register_keras_serializable(package=_PACKAGE)
+class ShowerComponentsHead(keras.layers.Layer):
+    """``[raw, physical conditions] -> physical cells``: renders shower components.
+
+    ``raw`` holds, in order: ``n_components`` energy-share logits; for each component and layer
+    :data:`PARAMS_PER_LAYER` numbers (layer logit, centre x and y in cells, log core and tail
+    radius in cells, core-fraction logit, log spot energy in units of the threshold, or of the
+    sample unit without one); one
+    response number rho (sum_E = E exp(log_response + s tanh(rho / s)), as in
+    :class:`~ddsim_gan.models.networks.EnergyShareHead`); then two standard normals per cell
+    (firing/energy quantile, readout noise). The sample layout is ``sample_shape`` with the
+    layer axis at ``layer_axis`` and the two transverse axes in order.
+    """
+
+    def __init__(self, sample_shape, layer_axis, cell_size, n_components=3, energy_index=0,
+                 log_response=0.0, threshold=0.0, response_spread=0.1, noise_sigma=0.0,
+                 photostat=0.0, temperature=0.5, **kwargs):
+        super().__init__(**kwargs)
+        self.sample_shape = tuple(int(d) for d in sample_shape)
+        self.layer_axis = int(layer_axis)
+        self.cell_size = tuple(float(c) for c in cell_size)
+        self.n_components = int(n_components)
+        self.energy_index = int(energy_index)
+        self.log_response = float(log_response)
+        self.threshold = float(threshold)
+        self.response_spread = float(response_spread)
+        self.noise_sigma = float(noise_sigma)
+        self.photostat = float(photostat)
+        self.temperature = float(temperature)
+        self.transverse_axes = [a for a in range(len(self.sample_shape)) if a != self.layer_axis]
+        if len(self.sample_shape) != 3:
+            raise ValueError(f"ShowerComponentsHead: needs a 3D sample (layer and two "
+                             f"transverse axes), got shape {self.sample_shape}")
+        self.n_layers = self.sample_shape[self.layer_axis]
+        self.n_cells = math.prod(self.sample_shape)
+        self.spot_unit = self.threshold if self.threshold > 0 else 1.0
+        self.log_noise = self.add_weight(
+            shape=(), name="log_noise", initializer=keras.initializers.Constant(
+                math.log(max(self.noise_sigma, 1e-6))))
+        self.log_photostat = self.add_weight(
+            shape=(), name="log_photostat", initializer=keras.initializers.Constant(
+                math.log(max(self.photostat, 1e-6))))
+
+    @property
+    def n_params(self) -> int:
+        """Width of the parameter part of the generator output."""
+        return self.n_components * (1 + PARAMS_PER_LAYER * self.n_layers) + 1
+
+    @property
+    def input_units(self) -> int:
+        return self.n_params + 2 * self.n_cells
+
+    def _unpack(self, raw):
+        k, n_layers = self.n_components, self.n_layers
+        component_logits = raw[:, :k]
+        per_layer = ops.reshape(raw[:, k:k + PARAMS_PER_LAYER * k * n_layers],
+                                (-1, k, n_layers, PARAMS_PER_LAYER))
+        rho = raw[:, self.n_params - 1:self.n_params]
+        return component_logits, per_layer, rho
+
+    def expected(self, raw, conditions):
+        """Expected energy and spot count per cell, ``[N, n_layers, a, b]`` each (layer first),
+        and the event's total sum_E ``[N, 1]``."""
+        component_logits, p, rho = self._unpack(ops.cast(raw, "float32"))
+        energy = ops.cast(conditions[:, self.energy_index:self.energy_index + 1], "float32")
+        spread = self.response_spread
+        total = energy * ops.exp(self.log_response + spread * ops.tanh(rho / spread))
+        share = ops.softmax(component_logits, axis=-1)[:, :, None]             # [N, k, 1]
+        longitudinal = ops.softmax(p[..., 0], axis=-1) * share                  # [N, k, L]
+        (a_axis, b_axis) = self.transverse_axes
+        profiles = []
+        for axis, column in ((a_axis, 1), (b_axis, 2)):
+            size = self.cell_size[axis]
+            edges = ops.convert_to_tensor(_cell_edges(self.sample_shape[axis], size))
+            centre = p[..., column:column + 1] * size
+            core = ops.exp(p[..., 3:4]) * size
+            tail = ops.exp(p[..., 4:5]) * size
+            profiles.append((_t2_cell_shares(centre, core, edges),
+                             _t2_cell_shares(centre, tail, edges)))
+        (core_a, tail_a), (core_b, tail_b) = profiles
+        core_fraction = ops.sigmoid(p[..., 5])[..., None, None]
+        transverse = (core_fraction * core_a[..., :, None] * core_b[..., None, :]
+                      + (1.0 - core_fraction) * tail_a[..., :, None] * tail_b[..., None, :])
+        mu = total[:, :, None, None, None] * longitudinal[..., None, None] * transverse
+        spot = self.spot_unit * ops.exp(p[..., 6])[..., None, None]              # [N, k, L, 1, 1]
+        return ops.sum(mu, axis=1), ops.sum(mu / spot, axis=1), total
+
+    def _to_sample_layout(self, layer_first):
+        order = [self.layer_axis] + self.transverse_axes            # axes of the layer-first tensor
+        return ops.transpose(layer_first, [0] + [1 + order.index(a) for a in range(3)])
+
+    def call(self, inputs):
+        raw, conditions = inputs
+        raw = ops.cast(raw, "float32")
+        mu, spots, total = self.expected(raw, conditions)
+        mu, spots = self._to_sample_layout(mu), self._to_sample_layout(spots)
+        shape = (-1,) + self.sample_shape
+        quantile_noise = ops.reshape(raw[:, self.n_params:self.n_params + self.n_cells], shape)
+        readout_noise = ops.reshape(raw[:, self.n_params + self.n_cells:], shape)
+
+        u = ops.clip(0.5 * (1.0 + ops.erf(quantile_noise / math.sqrt(2.0))), 1e-7, 1 - 1e-7)
+        p_fire = ops.clip(-ops.expm1(-spots), 1e-7, 1.0)
+        hard = ops.cast(u < p_fire, "float32")
+        soft = ops.sigmoid((ops.log(p_fire) - ops.log1p(-p_fire + 1e-7) - ops.log(u)
+                            + ops.log1p(-u)) / self.temperature)
+        fired = soft + ops.stop_gradient(hard - soft)
+
+        shape_k = ops.maximum(spots / p_fire, 1.0)       # mean spot count given at least one
+        v = ops.clip(u / p_fire, 1e-6, 1.0 - 1e-6)
+        z = math.sqrt(2.0) * ops.erfinv(2.0 * v - 1.0)
+        gamma = shape_k * ops.relu(1.0 - 1.0 / (9.0 * shape_k) + z / (3.0 * ops.sqrt(shape_k))) ** 3
+        mean_spot = mu / ops.maximum(spots, 1e-12)
+        deposits = fired * mean_spot * gamma
+        visible = ops.sum(ops.reshape(deposits, (-1, self.n_cells)), axis=-1)[:, None]
+        scale = ops.where(visible > 0, total / ops.maximum(visible, 1e-12), 0.0)
+        deposits = deposits * ops.reshape(scale, (-1, 1, 1, 1))
+
+        variance = 0.0
+        if self.noise_sigma > 0:              # a zero nominal value turns the term off
+            variance = variance + ops.exp(2.0 * self.log_noise)
+        if self.photostat > 0:
+            variance = variance + ops.exp(self.log_photostat) * deposits
+        values = deposits + ops.sqrt(variance + 1e-12) * readout_noise if (
+            self.noise_sigma > 0 or self.photostat > 0) else deposits
+        return values * ops.cast(values >= self.threshold, "float32")
+
+    def compute_output_shape(self, input_shapes):
+        return (input_shapes[0][0],) + self.sample_shape
+
+    def get_config(self):
+        return {**super().get_config(), "sample_shape": list(self.sample_shape),
+                "layer_axis": self.layer_axis, "cell_size": list(self.cell_size),
+                "n_components": self.n_components, "energy_index": self.energy_index,
+                "log_response": self.log_response, "threshold": self.threshold,
+                "response_spread": self.response_spread, "noise_sigma": self.noise_sigma,
+                "photostat": self.photostat, "temperature": self.temperature}
+
+
+def initial_parameters(head: ShowerComponentsHead, samples, spot_thresholds=20.0) -> np.ndarray:
+    """Starting values of the head's parameters (the output bias of the generator): every
+    component at the training showers' mean longitudinal profile and mean centre per layer,
+    offset by half a cell from one another along the first transverse axis to break their
+    symmetry; core and tail radii of 0.15 and 0.6 cells, spots of ``spot_thresholds`` times the
+    readout threshold."""
+    samples = np.asarray(samples, np.float64)
+    layer_first = np.moveaxis(samples, head.layer_axis + 1, 1)         # [N, L, a, b]
+    per_layer = layer_first.sum(axis=(2, 3))
+    fractions = (per_layer / np.maximum(per_layer.sum(axis=1, keepdims=True), 1e-12)).mean(0)
+    layer_logits = np.log(fractions + 1e-4 * fractions.max())
+    centres = []
+    for column, axis in ((2, head.transverse_axes[0]), (3, head.transverse_axes[1])):
+        profile = layer_first.sum(axis=5 - column).mean(axis=0)          # [L, n]
+        coordinates = (np.arange(profile.shape[1]) - (profile.shape[1] - 1) / 2.0)
+        centres.append(profile @ coordinates / np.maximum(profile.sum(axis=1), 1e-12))
+    k = head.n_components
+    params = np.zeros((k, head.n_layers, PARAMS_PER_LAYER))
+    params[..., 0] = layer_logits - layer_logits.mean()
+    params[..., 1] = centres[0] + 0.5 * (np.arange(k)[:, None] - (k - 1) / 2.0)
+    params[..., 2] = centres[1]
+    params[..., 3] = np.log(0.15)
+    params[..., 4] = np.log(0.6)
+    params[..., 6] = np.log(spot_thresholds)
+    return np.concatenate([np.zeros(k), params.ravel(), [0.0]]).astype(np.float32)
+
+
+def component_generator(latent_dim, condition_width, head: ShowerComponentsHead,
+                        hidden=(256, 256, 256), output_scale=0.1, name="generator"):
+    """``[noise (latent_dim + 2 cells), encoded conditions] -> head input``: a dense trunk on
+    [latent, conditions] emits the head's parameters (the layer ``component_params``, whose
+    bias :func:`initial_parameters` sets; a kernel ``output_scale`` times the usual size keeps
+    the start near it); the per-cell normals pass through to the head."""
+    sizes = [latent_dim, head.n_cells, head.n_cells]
+    noise = keras.Input((sum(sizes),), name="noise")
+    conditions = keras.Input((condition_width,), name="encoded_conditions")
+    z, quantile_noise, readout_noise = NoiseSplit(sizes, name="noise_split")(noise)
+    x = layers.Concatenate()([z, conditions])
+    for i, units in enumerate(hidden):
+        x = layers.LeakyReLU(0.2)(layers.Dense(int(units), name=f"dense_{i}")(x))
+    x = layers.Concatenate()([x, conditions])
+    params = layers.Dense(head.n_params, dtype="float32", name="component_params",
+                          kernel_initializer=keras.initializers.VarianceScaling(
+                              output_scale ** 2, "fan_in", "truncated_normal"))(x)
+    out = layers.Concatenate(dtype="float32", name="head_input")(
+        [params, quantile_noise, readout_noise])
+    return keras.Model([noise, conditions], out, name=name)

@@ -1,0 +1,138 @@
+"""The parametric shower-components generator: rendering, fluctuations, gradients, saving."""
+
+import math
+
+import keras
+import numpy as np
+import pytest
+from keras import ops
+
+from ddsim_gan.models import components
+from ddsim_gan.models.components import PARAMS_PER_LAYER, ShowerComponentsHead
+
+SHAPE = (6, 6, 3)                    # x, y, layer
+
+
+def _head(**kwargs):
+    options = dict(n_components=2, threshold=0.0, response_spread=0.1)
+    options.update(kwargs)
+    return ShowerComponentsHead(SHAPE, layer_axis=2, cell_size=(10.0, 10.0, 20.0), **options)
+
+
+def _raw(head, n, params, seed=0):
+    """Generator output: the same parameter vector for every event, then fresh normals."""
+    rng = np.random.default_rng(seed)
+    normals = rng.standard_normal((n, 2 * head.n_cells))
+    return np.concatenate([np.tile(params, (n, 1)), normals], axis=1).astype(np.float32)
+
+
+def _params(head, centre=(0.0, 0.0), log_core=math.log(0.2), log_tail=math.log(0.2),
+            log_spot=0.0):
+    per_layer = np.zeros((head.n_components, head.n_layers, PARAMS_PER_LAYER))
+    per_layer[..., 1], per_layer[..., 2] = centre
+    per_layer[..., 3], per_layer[..., 4], per_layer[..., 6] = log_core, log_tail, log_spot
+    return np.concatenate([np.zeros(head.n_components), per_layer.ravel(), [0.0]])
+
+
+def test_t2_shares_follow_the_marginal_cdf():
+    edges = np.linspace(-50, 50, 11).astype(np.float32)
+    shares = ops.convert_to_numpy(components._t2_cell_shares(
+        np.float32([[3.0]]), np.float32([[7.0]]), edges))[0]
+    u = (edges - 3.0) / 7.0
+    cdf = 0.5 + 0.5 * u / np.sqrt(u * u + 1)
+    np.testing.assert_allclose(shares, np.diff(cdf), rtol=1e-5, atol=1e-7)
+
+
+def test_expected_energy_sits_where_the_parameters_put_it():
+    head = _head(n_components=1)
+    # centre at +1.5 cells in x (the middle of cell 4 of 6), -0.5 in y (cell 2): narrow profile
+    params = _params(head, centre=(1.5, -0.5), log_core=math.log(0.01), log_tail=math.log(0.01))
+    raw = _raw(head, 2, params)
+    mu, spots, total = (ops.convert_to_numpy(t) for t in head.expected(raw, np.float32([[100.0]] * 2)))
+    np.testing.assert_allclose(total, 100.0, rtol=1e-5)
+    np.testing.assert_allclose(mu.sum(axis=(1, 2, 3)), 100.0, rtol=1e-3)
+    per_cell = mu[0].sum(axis=0)                                  # [x, y]
+    assert np.unravel_index(per_cell.argmax(), per_cell.shape) == (4, 2)
+    assert per_cell.max() > 0.98 * 100.0
+
+
+def test_without_readout_the_event_keeps_its_energy():
+    head = _head()
+    raw = _raw(head, 64, _params(head, log_core=math.log(0.5), log_tail=math.log(1.5)), seed=1)
+    cells = ops.convert_to_numpy(head([raw, np.float32([[50.0]] * 64)]))
+    assert cells.shape == (64,) + SHAPE
+    assert (cells >= 0).all()
+    np.testing.assert_allclose(cells.reshape(64, -1).sum(axis=1), 50.0, rtol=1e-4)
+
+
+def test_cells_fire_with_the_poisson_probability():
+    """With spots of one unit, a cell expecting mu units fires with probability 1 - exp(-mu)."""
+    head = _head(n_components=1)
+    n = 4000
+    raw = _raw(head, n, _params(head, log_core=math.log(0.8), log_tail=math.log(0.8)), seed=2)
+    conditions = np.float32([[20.0]] * n)
+    mu, spots, _ = (ops.convert_to_numpy(t) for t in head.expected(raw, conditions))
+    cells = ops.convert_to_numpy(head([raw, conditions]))
+    fired = (np.moveaxis(cells, 3, 1) > 0).mean(axis=0)            # layer first, like mu
+    expected = 1.0 - np.exp(-spots[0])
+    np.testing.assert_allclose(fired, expected, atol=4 * np.sqrt(0.25 / n))
+
+
+def test_readout_threshold_and_noise_hits():
+    head = _head(threshold=1.0, noise_sigma=0.4, photostat=0.0)
+    raw = _raw(head, 500, _params(head), seed=3)
+    cells = ops.convert_to_numpy(head([raw, np.float32([[30.0]] * 500)]))
+    positive = cells[cells > 0]
+    assert positive.min() >= 1.0
+    # a narrow shower with 0.4 noise: far cells fire on noise alone at the Gaussian tail rate
+    far = cells[:, 0, 0, :]
+    np.testing.assert_allclose((far > 0).mean(), 0.5 * math.erfc(1.0 / 0.4 / math.sqrt(2)),
+                               atol=0.01)
+
+
+def test_gradients_reach_the_spot_size_through_the_hit_count():
+    head = _head(n_components=1, threshold=0.5)
+    raw = keras.Variable(_raw(head, 32, _params(head, log_core=math.log(1.0),
+                                                log_tail=math.log(1.0)), seed=4))
+    import tensorflow as tf
+
+    with tf.GradientTape() as tape:
+        cells = head([raw, np.float32([[10.0]] * 32)])
+        soft_hits = ops.sum(ops.sigmoid(10.0 * (cells - 0.5)))
+    grad = ops.convert_to_numpy(tape.gradient(soft_hits, raw))
+    spot_columns = [head.n_components + PARAMS_PER_LAYER * layer + 6
+                    for layer in range(head.n_layers)]
+    assert np.all(np.isfinite(grad))
+    assert np.abs(grad[:, spot_columns]).sum() > 0
+
+
+@pytest.mark.slow
+def test_components_gan_saves_reloads_and_learns_the_shape(tmp_path):
+    from ddsim_gan import detectors
+    from ddsim_gan.data import dataset_from_arrays
+    from ddsim_gan.models.builders import build_conditional_gan
+
+    detector = detectors.get("darkshine")
+    conditions, samples = detector.simulate(512, seed=5)
+    gan = build_conditional_gan(detector, conditions, samples, energy_condition="E_total",
+                                architecture="components", generator_hidden=(32,),
+                                critic_hidden=(32,), latent_dim=8, critic_steps=2,
+                                noise_sigma=0.25, photostat=0.05, seed=1)
+    # the untrained generator starts at the mean longitudinal profile
+    generated = gan.generate(conditions[:256], seed=2)
+    ref_layers = samples.sum(axis=(1, 2)).mean(axis=0) / samples.sum(axis=(1, 2, 3)).mean()
+    gen_layers = generated.sum(axis=(1, 2)).mean(axis=0) / generated.sum(axis=(1, 2, 3)).mean()
+    np.testing.assert_allclose(gen_layers[:4], ref_layers[:4], atol=0.05)
+
+    gan.compile(generator_optimizer=keras.optimizers.Adam(1e-4),
+                critic_optimizer=keras.optimizers.Adam(1e-4))
+    dataset = dataset_from_arrays(conditions, samples, batch_size=64, seed=0, repeat=True)
+    history = gan.fit(dataset, epochs=1, steps_per_epoch=2, verbose=0).history
+    assert np.isfinite(history["generator_loss"][-1])
+    gan.sampler.save(tmp_path / "generator.keras")
+    reloaded = keras.models.load_model(tmp_path / "generator.keras")
+    noise = np.random.default_rng(0).standard_normal(
+        (8, gan.latent_dim)).astype(np.float32)
+    np.testing.assert_allclose(
+        ops.convert_to_numpy(reloaded([conditions[:8], noise])),
+        ops.convert_to_numpy(gan.sampler([conditions[:8], noise])), rtol=1e-5, atol=1e-4)
