@@ -18,13 +18,15 @@ marginals, hence exact centres and widths), for a core and a tail radius mixed w
 
 Cell fluctuations: GFlash deposits energy in spots; a cell expecting mu of a component's
 energy in spots of mean energy eps (learned per component and layer) receives
-N ~ Poisson(lambda = mu / eps) spots, so it fires with probability 1 - exp(-lambda) and,
-given it fired, holds about eps Gamma(k) with k = lambda / (1 - exp(-lambda)) (the mean
-number of spots given at least one). One uniform u per cell decides both: the cell fires if
-u < 1 - exp(-lambda), and u / (1 - exp(-lambda)) is the quantile of its energy, evaluated
-with the Wilson-Hilferty approximation of the Gamma quantile (E. B. Wilson, M. M. Hilferty,
-PNAS 17 (1931) 684). The firing decision passes gradients straight through a sigmoid relaxation
-(Y. Bengio et al., arXiv:1308.3432), so the critic's view of the hit multiplicity reaches lambda.
+N ~ Poisson(lambda = mu / eps) spots, so it fires with probability p = 1 - exp(-lambda) and,
+given it fired, holds about eps Gamma(k) with k = lambda / p (the mean number of spots given at
+least one). One uniform u per cell decides both, by the inverse CDF of that mixture: the cell
+fires if u < p, and 1 - u / p is the quantile of its energy, evaluated with the Wilson-Hilferty
+approximation of the Gamma quantile (E. B. Wilson, M. M. Hilferty, PNAS 17 (1931) 684). A cell
+that starts to fire starts from zero energy, so every cell is a continuous function of the
+parameters and the critic's view of the hit multiplicity reaches lambda through the pathwise
+gradient (no straight-through estimate: with one, the generator drifted to one hit per event
+within 400 steps).
 The deposits are rescaled to the event's energy (the ECAL measured what the shower left in it),
 then read out: Gaussian noise of sigma^2 = sigma_noise^2 + c_pe x (electronics and
 photo-statistics, both learned from the detector's nominal values) and the readout threshold.
@@ -69,15 +71,16 @@ class ShowerComponentsHead(keras.layers.Layer):
     :data:`PARAMS_PER_LAYER` numbers (layer logit, centre x and y in cells, log core and tail
     radius in cells, core-fraction logit, log spot energy in units of the threshold, or of the
     sample unit without one); one
-    response number rho (sum_E = E exp(log_response + s tanh(rho / s)), as in
-    :class:`~ddsim_gan.models.networks.EnergyShareHead`); then two standard normals per cell
+    response number rho (sum_E = E exp(log_response + s tanh(rho / s)) before the readout, as
+    in :class:`~ddsim_gan.models.networks.EnergyShareHead`; with ``response_spread`` 0,
+    sum_E = E exp(log_response) exactly: a condition that is the deposited energy); then two standard normals per cell
     (firing/energy quantile, readout noise). The sample layout is ``sample_shape`` with the
     layer axis at ``layer_axis`` and the two transverse axes in order.
     """
 
     def __init__(self, sample_shape, layer_axis, cell_size, n_components=3, energy_index=0,
                  log_response=0.0, threshold=0.0, response_spread=0.1, noise_sigma=0.0,
-                 photostat=0.0, temperature=0.5, **kwargs):
+                 photostat=0.0, **kwargs):
         super().__init__(**kwargs)
         self.sample_shape = tuple(int(d) for d in sample_shape)
         self.layer_axis = int(layer_axis)
@@ -89,7 +92,6 @@ class ShowerComponentsHead(keras.layers.Layer):
         self.response_spread = float(response_spread)
         self.noise_sigma = float(noise_sigma)
         self.photostat = float(photostat)
-        self.temperature = float(temperature)
         self.transverse_axes = [a for a in range(len(self.sample_shape)) if a != self.layer_axis]
         if len(self.sample_shape) != 3:
             raise ValueError(f"ShowerComponentsHead: needs a 3D sample (layer and two "
@@ -127,7 +129,10 @@ class ShowerComponentsHead(keras.layers.Layer):
         component_logits, p, rho = self._unpack(ops.cast(raw, "float32"))
         energy = ops.cast(conditions[:, self.energy_index:self.energy_index + 1], "float32")
         spread = self.response_spread
-        total = energy * ops.exp(self.log_response + spread * ops.tanh(rho / spread))
+        if spread > 0:
+            total = energy * ops.exp(self.log_response + spread * ops.tanh(rho / spread))
+        else:                       # the condition is what the shower deposited, exactly
+            total = energy * math.exp(self.log_response)
         share = ops.softmax(component_logits, axis=-1)[:, :, None]             # [N, k, 1]
         longitudinal = ops.softmax(p[..., 0], axis=-1) * share                  # [N, k, L]
         (a_axis, b_axis) = self.transverse_axes
@@ -141,12 +146,17 @@ class ShowerComponentsHead(keras.layers.Layer):
             profiles.append((_t2_cell_shares(centre, core, edges),
                              _t2_cell_shares(centre, tail, edges)))
         (core_a, tail_a), (core_b, tail_b) = profiles
-        core_fraction = ops.sigmoid(p[..., 5])[..., None, None]
-        transverse = (core_fraction * core_a[..., :, None] * core_b[..., None, :]
-                      + (1.0 - core_fraction) * tail_a[..., :, None] * tail_b[..., None, :])
-        mu = total[:, :, None, None, None] * longitudinal[..., None, None] * transverse
-        spot = self.spot_unit * ops.exp(p[..., 6])[..., None, None]              # [N, k, L, 1, 1]
-        return ops.sum(mu, axis=1), ops.sum(mu / spot, axis=1), total
+        core_fraction = ops.sigmoid(p[..., 5])[..., None]                       # [N, k, L, 1]
+        weight = total[:, :, None, None] * longitudinal[..., None]
+        core, tail = weight * core_fraction, weight * (1.0 - core_fraction)
+        spot = self.spot_unit * ops.exp(p[..., 6:7])                             # [N, k, L, 1]
+
+        def render(core_weight, tail_weight):
+            """sum over components of the separable core and tail profiles: [N, L, a, b]"""
+            return (ops.einsum("nkla,nklb->nlab", core_weight * core_a, core_b)
+                    + ops.einsum("nkla,nklb->nlab", tail_weight * tail_a, tail_b))
+
+        return render(core, tail), render(core / spot, tail / spot), total
 
     def _to_sample_layout(self, layer_first):
         order = [self.layer_axis] + self.transverse_axes            # axes of the layer-first tensor
@@ -161,19 +171,20 @@ class ShowerComponentsHead(keras.layers.Layer):
         quantile_noise = ops.reshape(raw[:, self.n_params:self.n_params + self.n_cells], shape)
         readout_noise = ops.reshape(raw[:, self.n_params + self.n_cells:], shape)
 
-        u = ops.clip(0.5 * (1.0 + ops.erf(quantile_noise / math.sqrt(2.0))), 1e-7, 1 - 1e-7)
-        p_fire = ops.clip(-ops.expm1(-spots), 1e-7, 1.0)
-        hard = ops.cast(u < p_fire, "float32")
-        soft = ops.sigmoid((ops.log(p_fire) - ops.log1p(-p_fire + 1e-7) - ops.log(u)
-                            + ops.log1p(-u)) / self.temperature)
-        fired = soft + ops.stop_gradient(hard - soft)
-
-        shape_k = ops.maximum(spots / p_fire, 1.0)       # mean spot count given at least one
-        v = ops.clip(u / p_fire, 1e-6, 1.0 - 1e-6)
-        z = math.sqrt(2.0) * ops.erfinv(2.0 * v - 1.0)
-        gamma = shape_k * ops.relu(1.0 - 1.0 / (9.0 * shape_k) + z / (3.0 * ops.sqrt(shape_k))) ** 3
-        mean_spot = mu / ops.maximum(spots, 1e-12)
-        deposits = fired * mean_spot * gamma
+        u = ops.clip(0.5 * (1.0 + ops.erf(quantile_noise / math.sqrt(2.0))), 1e-6, 1 - 1e-6)
+        p_fire = ops.clip(1.0 - ops.exp(-spots), 1e-6, 1.0)
+        fired = ops.cast(u < p_fire, "float32")
+        # Given that it fired, the cell holds (mu / p_fire) Gamma(k) / k, k = lambda / p_fire,
+        # at the quantile v = 1 - u / p_fire: the inverse CDF of "zero, or that Gamma", so a
+        # cell that starts to fire starts from nothing and the sample is continuous in the
+        # parameters (the pathwise gradient exists). The Gamma quantile by Wilson-Hilferty, the
+        # normal quantile of v by the logistic one of equal variance (an erfinv costs five
+        # times as much on CPU).
+        k = ops.maximum(spots / p_fire, 1.0)
+        v = ops.clip(1.0 - u / p_fire, 1e-6, 1.0 - 1e-6)
+        z = (math.sqrt(3.0) / math.pi) * ops.log(v / (1.0 - v))
+        deposits = fired * (mu / p_fire) * ops.relu(1.0 - 1.0 / (9.0 * k)
+                                                    + z / (3.0 * ops.sqrt(k))) ** 3
         visible = ops.sum(ops.reshape(deposits, (-1, self.n_cells)), axis=-1)[:, None]
         scale = ops.where(visible > 0, total / ops.maximum(visible, 1e-12), 0.0)
         deposits = deposits * ops.reshape(scale, (-1, 1, 1, 1))
@@ -196,7 +207,7 @@ class ShowerComponentsHead(keras.layers.Layer):
                 "n_components": self.n_components, "energy_index": self.energy_index,
                 "log_response": self.log_response, "threshold": self.threshold,
                 "response_spread": self.response_spread, "noise_sigma": self.noise_sigma,
-                "photostat": self.photostat, "temperature": self.temperature}
+                "photostat": self.photostat}
 
 
 def initial_parameters(head: ShowerComponentsHead, samples, spot_thresholds=20.0) -> np.ndarray:
