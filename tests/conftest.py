@@ -60,13 +60,16 @@ def quick_run(tmp_path_factory):
 def tiny_conditional_gan(architecture="dense", seed=0):
     """A ConditionalGAN for :class:`MiniCalo` with a few dozen units per layer, untrained: enough to
     test exports in well under a second. ``architecture="layerwise"`` is the DarkSHINE recipe's
-    kind of model (layer-wise networks, ``EnergyShareHead`` with scattered deposits)."""
+    kind of model (layer-wise networks, ``EnergyShareHead`` with scattered deposits);
+    ``architecture="components"`` its parametric shower components (``ShowerComponentsHead``)."""
     from ddsim_gan.models.builders import build_conditional_gan
 
     detector = MiniCalo()
     conditions, samples = detector.simulate(256, seed=seed)
-    head = ({"energy_condition": "E", "architecture": "layerwise", "scattered_scale": 5.0,
-             "layer_code": 8} if architecture == "layerwise" else {"architecture": architecture})
+    heads = {"layerwise": {"energy_condition": "E", "scattered_scale": 5.0, "layer_code": 8},
+             "components": {"energy_condition": "E", "noise_sigma": 0.1, "photostat": 0.01,
+                            "exact_energy": True}}
+    head = {"architecture": architecture, **heads.get(architecture, {})}
     return build_conditional_gan(detector, conditions, samples, latent_dim=4,
                                  generator_hidden=(16,), critic_hidden=(16,), seed=seed, **head)
 

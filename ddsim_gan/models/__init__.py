@@ -10,6 +10,7 @@ from ..data import preprocessing as _preprocessing  # noqa: F401  (registers the
 from . import networks as _networks  # noqa: F401
 from . import layerwise as _layerwise  # noqa: F401
 from . import calorimeter as _calorimeter  # noqa: F401
+from . import components as _components  # noqa: F401  (parametric shower components)
 from ..data import geometry_encoders as _geometry_encoders  # noqa: F401
 from . import heads as _heads  # noqa: F401
 from . import regions as _regions  # noqa: F401  (region mixture; also imports chain)
