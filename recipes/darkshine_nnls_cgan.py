@@ -28,7 +28,7 @@ DETECTOR = "darkshine"
 PRESETS = {
     "quick": dict(n_train=6_144, n_test=2_000, batch_size=256, epochs=2, steps_per_epoch=24,
                   time_limit_minutes=None),
-    "full": dict(n_train=150_000, n_test=20_000, batch_size=256, epochs=200, steps_per_epoch=100,
+    "full": dict(n_train=150_000, n_test=20_000, batch_size=256, epochs=40, steps_per_epoch=100,
                  time_limit_minutes=25),
 }
 # Fidelity bars of issue 2 (full mode).
@@ -44,11 +44,11 @@ def main(argv=None):
     from ddsim_gan import recipe
 
     def options(parser):
-        parser.add_argument("--architecture", choices=["layerwise", "dense", "components"],
-                            default="layerwise",
-                            help="layer-wise factorized networks (default; several times "
-                                 "faster per step), plain dense ones, or parametric shower "
-                                 "components rendered onto the crystals")
+        parser.add_argument("--architecture", choices=["components", "layerwise", "dense"],
+                            default="components",
+                            help="parametric shower components rendered onto the crystals "
+                                 "(default), layer-wise factorized networks, or plain dense "
+                                 "ones")
         parser.add_argument("--scattered-mev", type=float, default=10.0,
                             help="scale of the per-cell scattered deposits (nuclear fragments, "
                                  "noise hits) of the layer-wise generator; 0 turns them off")

@@ -56,9 +56,9 @@ def darkshine(seed=0):
                           bandwidth=0.5)
     gan = build_conditional_gan(detector, data.train_conditions, data.train_samples,
                                 energy_condition="E_total", extra_penalties=[penalty],
-                                architecture="layerwise", scattered_scale=10.0, latent_dim=8,
-                                generator_hidden=(16,), critic_hidden=(16,), layer_code=8,
-                                seed=seed)
+                                architecture="components", noise_sigma=0.25, photostat=0.05,
+                                exact_energy=True, latent_dim=8, generator_hidden=(16,),
+                                critic_hidden=(16,), layer_code=8, seed=seed)
     return Family(gan, data.train_conditions, data.train_samples)
 
 

@@ -154,7 +154,7 @@ def test_train_calls_the_recipes_main_with_the_argv(tmp_path, monkeypatch, capsy
     args = parsed[-1]
     assert (args.quick, args.data, args.no_plots, args.epochs, args.steps_per_epoch,
             args.output_dir, args.architecture) == (True, str(tmp_path / "shards"), True, 1, 2,
-                                                    tmp_path / "out", "layerwise")
+                                                    tmp_path / "out", "components")
     assert "recipe darkshine_nnls_cgan: python recipes/darkshine_nnls_cgan.py --quick" in (
         capsys.readouterr().out)
     # --dry-run checks and prints the command, and runs nothing

@@ -105,7 +105,7 @@ def build_conditional_gan(detector, train_conditions, train_samples=None, *, max
             detector.condition_names.index(energy_condition),
             0.0 if exact_energy else head.log_response, detector.threshold,
             0.0 if exact_energy else head.response_spread, noise_sigma, photostat,
-            name="shower_components")
+            name="shower_components", dtype="float32")     # physical units need the range
         generator = components.component_generator(latent_dim, encoder.output_width, head,
                                                    hidden=generator_hidden)
         generator.get_layer("component_params").bias.assign(

@@ -49,6 +49,8 @@ _PACKAGE = "ddsim_gan"
 #: Per component and layer: layer logit, centre (2), log core and tail radius, core logit,
 #: log spot energy.
 PARAMS_PER_LAYER = 7
+LOG_RADIUS = (math.log(0.01), math.log(20.0))     # cells
+LOG_SPOT = (math.log(1e-3), math.log(1e5))        # units of the threshold
 
 
 def _cell_edges(n_cells: int, cell_size: float) -> np.ndarray:
@@ -136,20 +138,24 @@ class ShowerComponentsHead(keras.layers.Layer):
         share = ops.softmax(component_logits, axis=-1)[:, :, None]             # [N, k, 1]
         longitudinal = ops.softmax(p[..., 0], axis=-1) * share                  # [N, k, L]
         (a_axis, b_axis) = self.transverse_axes
+        # Bounded where a runaway parameter would make inf / inf: centres within the image's
+        # width of its middle, radii of 1/100 to 20 cells, spots of 1e-3 to 1e5 units.
+        log_core, log_tail = (ops.clip(p[..., i:i + 1], LOG_RADIUS[0], LOG_RADIUS[1])
+                              for i in (3, 4))
         profiles = []
         for axis, column in ((a_axis, 1), (b_axis, 2)):
-            size = self.cell_size[axis]
-            edges = ops.convert_to_tensor(_cell_edges(self.sample_shape[axis], size))
-            centre = p[..., column:column + 1] * size
-            core = ops.exp(p[..., 3:4]) * size
-            tail = ops.exp(p[..., 4:5]) * size
+            size, n = self.cell_size[axis], self.sample_shape[axis]
+            edges = ops.convert_to_tensor(_cell_edges(n, size))
+            centre = ops.clip(p[..., column:column + 1], -float(n), float(n)) * size
+            core = ops.exp(log_core) * size
+            tail = ops.exp(log_tail) * size
             profiles.append((_t2_cell_shares(centre, core, edges),
                              _t2_cell_shares(centre, tail, edges)))
         (core_a, tail_a), (core_b, tail_b) = profiles
         core_fraction = ops.sigmoid(p[..., 5])[..., None]                       # [N, k, L, 1]
         weight = total[:, :, None, None] * longitudinal[..., None]
         core, tail = weight * core_fraction, weight * (1.0 - core_fraction)
-        spot = self.spot_unit * ops.exp(p[..., 6:7])                             # [N, k, L, 1]
+        spot = self.spot_unit * ops.exp(ops.clip(p[..., 6:7], LOG_SPOT[0], LOG_SPOT[1]))
 
         def render(core_weight, tail_weight):
             """Sum over components of the separable core and tail profiles: [N, L, a, b].
