@@ -136,3 +136,12 @@ def test_components_gan_saves_reloads_and_learns_the_shape(tmp_path):
     np.testing.assert_allclose(
         ops.convert_to_numpy(reloaded([conditions[:8], noise])),
         ops.convert_to_numpy(gan.sampler([conditions[:8], noise])), rtol=1e-5, atol=1e-4)
+
+
+def test_normal_cdf_keeps_its_digits_in_the_lower_tail():
+    from scipy import stats
+
+    n = np.linspace(-9.0, 9.0, 721).astype(np.float32)
+    u, log_u = (ops.convert_to_numpy(a) for a in components.normal_cdf_and_log(n))
+    np.testing.assert_allclose(u, stats.norm.cdf(n.astype(np.float64)), rtol=2e-5)
+    np.testing.assert_allclose(log_u, stats.norm.logcdf(n.astype(np.float64)), atol=2e-5)

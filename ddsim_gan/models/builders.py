@@ -67,7 +67,7 @@ def build_conditional_gan(detector, train_conditions, train_samples=None, *, max
     transform chosen here. ``architecture="components"`` draws each shower as ``n_components``
     parametric components rendered by a
     :class:`~ddsim_gan.models.components.ShowerComponentsHead` (with the readout's nominal
-    ``noise_sigma`` and photo-statistics variance per unit ``photostat`` to start from) and
+    ``noise_sigma`` and photo-statistics variance per unit ``photostat``) and
     uses the layer-wise critic; with ``exact_energy`` its deposits sum to the energy condition
     before the readout (the condition is the deposited energy, as DarkSHINE's), else to a
     learned response times it. ``critic_policy`` overrides

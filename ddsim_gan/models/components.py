@@ -29,7 +29,8 @@ gradient (no straight-through estimate: with one, the generator drifted to one h
 within 400 steps).
 The deposits are rescaled to the event's energy (the ECAL measured what the shower left in it),
 then read out: Gaussian noise of sigma^2 = sigma_noise^2 + c_pe x (electronics and
-photo-statistics, both learned from the detector's nominal values) and the readout threshold.
+photo-statistics: the detector's nominal values, as measured in pedestal and calibration runs,
+fixed weights of the head) and the readout threshold.
 
 Keras layers and ``keras.ops`` only: the sampler loads under every Keras backend.
 """
@@ -63,6 +64,28 @@ def _t2_cell_shares(centre, radius, edges):
     u = (edges - centre) / radius
     cdf = 0.5 * u / ops.sqrt(u * u + 1.0)
     return cdf[..., 1:] - cdf[..., :-1]
+
+
+#: Chebyshev coefficients of erfc(x) = t exp(-x^2 + P(t)), t = 1 / (1 + x / 2), x >= 0, fractional
+#: error below 1.2e-7 everywhere (W. H. Press et al., Numerical Recipes, 2nd ed., sec. 6.2).
+_ERFC_COEFFICIENTS = (-1.26551223, 1.00002368, 0.37409196, 0.09678418, -0.18628806, 0.27886807,
+                      -1.13520398, 1.48851587, -0.82215223, 0.17087277)
+
+
+def normal_cdf_and_log(n):
+    """Phi(n) and log Phi(n), both to float32 precision in the lower tail, where
+    0.5 (1 + erf(n / sqrt 2)) keeps no digits (and the largest deposits come from small u).
+    Lower tail from the erfc fit above, upper tail as 1 - it."""
+    x = ops.abs(n) / math.sqrt(2.0)
+    t = 1.0 / (1.0 + 0.5 * x)
+    poly = 0.0
+    for coefficient in reversed(_ERFC_COEFFICIENTS):
+        poly = coefficient + t * poly
+    log_tail = math.log(0.5) + ops.log(t) - x * x + poly          # log Phi(-|n|)
+    tail = ops.exp(log_tail)
+    lower = n < 0
+    return (ops.where(lower, tail, 1.0 - tail),
+            ops.where(lower, log_tail, ops.log1p(-tail)))
 
 
 @keras.saving.register_keras_serializable(package=_PACKAGE)
@@ -102,10 +125,10 @@ class ShowerComponentsHead(keras.layers.Layer):
         self.n_cells = math.prod(self.sample_shape)
         self.spot_unit = self.threshold if self.threshold > 0 else 1.0
         self.log_noise = self.add_weight(
-            shape=(), name="log_noise", initializer=keras.initializers.Constant(
+            shape=(), name="log_noise", trainable=False, initializer=keras.initializers.Constant(
                 math.log(max(self.noise_sigma, 1e-6))))
         self.log_photostat = self.add_weight(
-            shape=(), name="log_photostat", initializer=keras.initializers.Constant(
+            shape=(), name="log_photostat", trainable=False, initializer=keras.initializers.Constant(
                 math.log(max(self.photostat, 1e-6))))
 
     @property
@@ -180,12 +203,7 @@ class ShowerComponentsHead(keras.layers.Layer):
         quantile_noise = ops.reshape(raw[:, self.n_params:self.n_params + self.n_cells], shape)
         readout_noise = ops.reshape(raw[:, self.n_params + self.n_cells:], shape)
 
-        # u = Phi(n) by the logistic approximation sigmoid(1.702 n) (within 0.01 of Phi; S. R.
-        # Bowling et al., J. Ind. Eng. Manag. 2 (2009) 114), whose log is exact in the lower
-        # tail: 0.5 (1 + erf(n / sqrt 2)) keeps no digits of a small u, and the largest
-        # deposits come from small u.
-        u = ops.sigmoid(1.702 * quantile_noise)
-        log_u = ops.log_sigmoid(1.702 * quantile_noise)
+        u, log_u = normal_cdf_and_log(quantile_noise)
         p_fire = ops.clip(-ops.expm1(-spots), 1e-6, 1.0)   # 1 - exp(-x) loses digits at small x
         fired = ops.cast(u < p_fire, "float32")
         # Given that it fired, the cell holds (mu / p_fire) Gamma(k) / k, k = lambda / p_fire,
