@@ -30,6 +30,10 @@ def test_quick_run_writes_metrics_model_and_export(quick_run):
     assert (version / "assets.extra" / "generator.keras").is_file()
     # physics metrics and sample images for TensorBoard, written during training
     assert list((quick_run / "logs" / "physics").glob("events.out.tfevents*"))
+    # the monitored best epoch is on disk, and the run says which generator it kept
+    assert (quick_run / "best_generator.keras").is_file()
+    chosen = json.loads((quick_run / "run.json").read_text())["chosen_generator"]
+    assert chosen == "final" or chosen.startswith("best epoch ")
 
 
 SERVE = textwrap.dedent("""

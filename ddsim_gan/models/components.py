@@ -84,8 +84,8 @@ def normal_cdf_and_log(n):
     log_tail = math.log(0.5) + ops.log(t) - x * x + poly          # log Phi(-|n|)
     tail = ops.exp(log_tail)
     lower = n < 0
-    return (ops.where(lower, tail, 1.0 - tail),
-            ops.where(lower, log_tail, ops.log1p(-tail)))
+    upper = 1.0 - tail               # >= 0.5: its log needs no log1p (which ONNX lacks)
+    return ops.where(lower, tail, upper), ops.where(lower, log_tail, ops.log(upper))
 
 
 @keras.saving.register_keras_serializable(package=_PACKAGE)
