@@ -144,6 +144,21 @@ def setup(args):
     return time.monotonic()
 
 
+def best_generator_path(args, name: str = "best_generator.keras"):
+    """Where a recipe's :class:`~ddsim_gan.evaluation.MetricMonitor` keeps its best generator,
+    and whether this run resumes an interrupted one (a checkpoint in ``OUTPUT_DIR/backup``; pass
+    it as the monitor's ``resume``). A fresh run in a used directory first removes an earlier
+    run's best generator, so that it is never taken for this run's."""
+    from .training import ResumableBackup
+
+    path = args.output_dir / name
+    resuming = (args.output_dir / "backup" / ResumableBackup.FILE).is_file()
+    if not resuming:
+        for stale in (path, path.with_name(path.name + ".json")):
+            stale.unlink(missing_ok=True)
+    return path, resuming
+
+
 def wgan_optimizers(settings, learning_rate=2e-4, betas=(0.5, 0.9), final_fraction=0.1,
                     generator_fraction=1.0) -> dict:
     """One Adam per network (Gulrajani et al.'s betas), the learning rate decaying along a cosine

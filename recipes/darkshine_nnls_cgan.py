@@ -86,11 +86,11 @@ def main(argv=None):
     # FastCaloGAN picks its epoch by a chi2 of physics distributions, not by loss: a WGAN's
     # hit multiplicity can wander off after its best epoch)
     n_monitor = 500 if args.quick else 2000
-    best_path = args.output_dir / "best_generator.keras"
+    best_path, resuming = recipe.best_generator_path(args)
     monitor = MetricMonitor(detector, data.train_conditions[:n_monitor],
                             data.train_samples[:n_monitor], every=1 if args.quick else 2,
                             metrics=("W1/sigma:E_total", "W1/sigma:n_hits", "W1/sigma:mean"),
-                            monitor="W1/sigma:mean", best_path=best_path, resume=True,
+                            monitor="W1/sigma:mean", best_path=best_path, resume=resuming,
                             averaged_weights=True, log_dir=args.output_dir / "logs" / "physics",
                             seed=args.seed)
     history = recipe.train(gan, detector, data, settings, args, callbacks=[monitor])

@@ -248,11 +248,11 @@ def main(argv=None):
     gan.compile(**recipe.wgan_optimizers(settings, learning_rate=args.learning_rate,
                                          generator_fraction=args.generator_lr_fraction),
                 jit_compile=not args.no_jit)
-    best_path = out / "best_generator.keras"
+    best_path, resuming = recipe.best_generator_path(args)
     monitor = MetricMonitor(detector, val_conditions, val_samples, every=1,
                             metrics=("KS:*", "W1/sigma:*", "KL:mean"), monitor="KS:mean",
                             best_path=best_path, log_dir=out / "logs" / "physics",
-                            seed=args.seed, resume=True, averaged_weights=True)
+                            seed=args.seed, resume=resuming, averaged_weights=True)
     history = recipe.train(gan, detector, data, settings, args, callbacks=[monitor])
 
     # ---- keep the better of the final (weight-averaged) and the best-monitored generator -----
