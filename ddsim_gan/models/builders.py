@@ -103,8 +103,8 @@ def build_conditional_gan(detector, train_conditions, train_samples=None, *, max
         head = components.ShowerComponentsHead(
             detector.sample_shape, layer_axis, detector.cell_size, n_components,
             detector.condition_names.index(energy_condition),
-            0.0 if exact_energy else head.log_response, detector.threshold,
-            0.0 if exact_energy else head.response_spread, noise_sigma, photostat,
+            0.0 if exact_energy else mean, detector.threshold,
+            0.0 if exact_energy else spread, noise_sigma, photostat,
             name="shower_components", dtype="float32")     # physical units need the range
         generator = components.component_generator(latent_dim, encoder.output_width, head,
                                                    hidden=generator_hidden)
