@@ -220,13 +220,14 @@ class ShowerComponentsHead(keras.layers.Layer):
         scale = ops.where(visible > 0, total / ops.maximum(visible, 1e-12), 0.0)
         deposits = deposits * ops.reshape(scale, (-1, 1, 1, 1))
 
-        variance = 0.0
-        if self.noise_sigma > 0:              # a zero nominal value turns the term off
-            variance = variance + ops.exp(2.0 * self.log_noise)
-        if self.photostat > 0:
-            variance = variance + ops.exp(self.log_photostat) * deposits
-        values = deposits + ops.sqrt(variance + 1e-12) * readout_noise if (
-            self.noise_sigma > 0 or self.photostat > 0) else deposits
+        values = deposits
+        if self.noise_sigma > 0 or self.photostat > 0:    # a zero nominal value turns a term off
+            variance = 1e-12
+            if self.noise_sigma > 0:
+                variance = variance + ops.exp(2.0 * self.log_noise)
+            if self.photostat > 0:
+                variance = variance + ops.exp(self.log_photostat) * deposits
+            values = deposits + ops.sqrt(variance) * readout_noise
         return ops.where(values >= self.threshold, values, 0.0)
 
     def compute_output_shape(self, input_shapes):
