@@ -52,6 +52,13 @@ def main(argv=None):
         parser.add_argument("--scattered-mev", type=float, default=10.0,
                             help="scale of the per-cell scattered deposits (nuclear fragments, "
                                  "noise hits) of the layer-wise generator; 0 turns them off")
+        parser.add_argument("--moment-weight", type=float, default=1.0,
+                            help="weight of the shower-moment penalty (mean and spread of the "
+                                 "energy centres, widths and layer energies of each batch); 0 "
+                                 "turns it off")
+        parser.add_argument("--threshold-band", type=float, default=0.0,
+                            help="components: pass the gradient straight through for cells "
+                                 "within this fraction below the readout threshold")
 
     args = recipe.parse_args(RECIPE, __doc__, argv, extra=options)
     settings = recipe.settings_for(args, PRESETS)
@@ -60,7 +67,7 @@ def main(argv=None):
     from ddsim_gan.detectors import darkshine
     from ddsim_gan.evaluation import MetricMonitor, evaluate
     from ddsim_gan.models.builders import build_conditional_gan
-    from ddsim_gan.models.penalties import NNLSPenalty
+    from ddsim_gan.models.penalties import NNLSPenalty, ShowerMomentPenalty
     from ddsim_gan.models.spectrum import ConditionSpectrum
 
     started = recipe.setup(args)
@@ -70,14 +77,17 @@ def main(argv=None):
     # ---- model: energy-sharing CGAN with the NNLS spectrum penalty ----------------------------
     nnls_penalty = NNLSPenalty(NNLS_CONDITION_EDGES, OBSERVABLE_EDGES[::2], weight=1.0,
                                bandwidth=0.5)
+    penalties = [nnls_penalty]
+    if args.moment_weight > 0:
+        penalties.append(ShowerMomentPenalty.for_detector(detector, weight=args.moment_weight))
     gan = build_conditional_gan(detector, data.train_conditions, data.train_samples,
-                                energy_condition="E_total", extra_penalties=[nnls_penalty],
+                                energy_condition="E_total", extra_penalties=penalties,
                                 architecture=args.architecture,
                                 scattered_scale=args.scattered_mev if args.architecture ==
                                 "layerwise" else 0.0, seed=args.seed,
                                 noise_sigma=darkshine.NOISE_SIGMA_MEV,
                                 photostat=1.0 / darkshine.PHOTOELECTRONS_PER_MEV,
-                                exact_energy=True)
+                                exact_energy=True, threshold_band=args.threshold_band)
     # XLA:CPU makes the components' step four times slower (measured: 1.0 s against 0.25 s)
     gan.compile(**recipe.wgan_optimizers(settings, learning_rate=2e-4),
                 jit_compile=not args.no_jit and args.architecture != "components")

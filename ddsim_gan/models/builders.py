@@ -50,7 +50,8 @@ def build_conditional_gan(detector, train_conditions, train_samples=None, *, max
                           log_scale=1.0, energy_condition=None, extra_penalties=(), seed=0,
                           critic_features=(), architecture="dense", layer_code=64,
                           scattered_scale=0.0, critic_policy=None, n_components=3,
-                          noise_sigma=0.0, photostat=0.0, exact_energy=False):
+                          noise_sigma=0.0, photostat=0.0, exact_energy=False,
+                          threshold_band=0.0):
     """A conditional WGAN-GP for an image detector: dense networks, or with
     ``architecture="layerwise"`` the factorized ones of :mod:`~ddsim_gan.models.layerwise`
     (with ``scattered_scale`` > 0 MeV: per-cell noise and scattered deposits, see
@@ -70,7 +71,8 @@ def build_conditional_gan(detector, train_conditions, train_samples=None, *, max
     ``noise_sigma`` and photo-statistics variance per unit ``photostat``) and
     uses the layer-wise critic; with ``exact_energy`` its deposits sum to the energy condition
     before the readout (the condition is the deposited energy, as DarkSHINE's), else to a
-    learned response times it. ``critic_policy`` overrides
+    learned response times it; ``threshold_band`` > 0 passes the gradient straight through for
+    cells within that fraction below the readout threshold. ``critic_policy`` overrides
     :func:`~ddsim_gan.models.networks.critic_precision` (float32 critics under mixed_float16).
     """
     if max_value is None:
@@ -104,7 +106,7 @@ def build_conditional_gan(detector, train_conditions, train_samples=None, *, max
             detector.sample_shape, layer_axis, detector.cell_size, n_components,
             detector.condition_names.index(energy_condition),
             0.0 if exact_energy else mean, detector.threshold,
-            0.0 if exact_energy else spread, noise_sigma, photostat,
+            0.0 if exact_energy else spread, noise_sigma, photostat, threshold_band,
             name="shower_components", dtype="float32")     # physical units need the range
         generator = components.component_generator(latent_dim, encoder.output_width, head,
                                                    hidden=generator_hidden)

@@ -105,7 +105,7 @@ class ShowerComponentsHead(keras.layers.Layer):
 
     def __init__(self, sample_shape, layer_axis, cell_size, n_components=3, energy_index=0,
                  log_response=0.0, threshold=0.0, response_spread=0.1, noise_sigma=0.0,
-                 photostat=0.0, **kwargs):
+                 photostat=0.0, threshold_band=0.0, **kwargs):
         super().__init__(**kwargs)
         self.sample_shape = tuple(int(d) for d in sample_shape)
         self.layer_axis = int(layer_axis)
@@ -117,6 +117,7 @@ class ShowerComponentsHead(keras.layers.Layer):
         self.response_spread = float(response_spread)
         self.noise_sigma = float(noise_sigma)
         self.photostat = float(photostat)
+        self.threshold_band = float(threshold_band)
         self.transverse_axes = [a for a in range(len(self.sample_shape)) if a != self.layer_axis]
         if len(self.sample_shape) != 3:
             raise ValueError(f"ShowerComponentsHead: needs a 3D sample (layer and two "
@@ -228,7 +229,18 @@ class ShowerComponentsHead(keras.layers.Layer):
             if self.photostat > 0:
                 variance = variance + ops.exp(self.log_photostat) * deposits
             values = deposits + ops.sqrt(variance) * readout_noise
-        return ops.where(values >= self.threshold, values, 0.0)
+        return self.read_out(values)
+
+    def read_out(self, values):
+        """The readout threshold; with ``threshold_band`` b > 0 the gradient passes straight
+        through for cells in [(1 - b) threshold, threshold): the hard cut alone lets the
+        gradient remove a hit, never bring one back. The forward value is the hard cut."""
+        read = ops.where(values >= self.threshold, values, 0.0)
+        if self.threshold_band <= 0:
+            return read
+        in_band = ops.logical_and(values >= self.threshold * (1.0 - self.threshold_band),
+                                  values < self.threshold)
+        return read + ops.cast(in_band, "float32") * (values - ops.stop_gradient(values))
 
     def compute_output_shape(self, input_shapes):
         return (input_shapes[0][0],) + self.sample_shape
@@ -239,7 +251,7 @@ class ShowerComponentsHead(keras.layers.Layer):
                 "n_components": self.n_components, "energy_index": self.energy_index,
                 "log_response": self.log_response, "threshold": self.threshold,
                 "response_spread": self.response_spread, "noise_sigma": self.noise_sigma,
-                "photostat": self.photostat}
+                "photostat": self.photostat, "threshold_band": self.threshold_band}
 
 
 def initial_parameters(head: ShowerComponentsHead, samples, spot_thresholds=20.0) -> np.ndarray:

@@ -1,0 +1,89 @@
+"""The shower-moment penalty and the straight-through band of the components' readout."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from ddsim_gan import detectors
+from ddsim_gan.evaluation import observables as O
+from ddsim_gan.models.components import ShowerComponentsHead
+from ddsim_gan.models.penalties import ShowerMomentPenalty, StepTensors
+
+
+@pytest.fixture(scope="module")
+def showers():
+    detector = detectors.get("darkshine")
+    _, samples = detector.simulate(400, seed=5)
+    return detector, samples
+
+
+def _step(real, fake):
+    return StepTensors(None, None, tf.constant(real), tf.constant(fake), None,
+                       to_physical=lambda x: x)
+
+
+def test_observables_are_the_evaluation_ones_in_cells(showers):
+    detector, samples = showers
+    penalty = ShowerMomentPenalty.for_detector(detector)
+    got = penalty.observables(tf.constant(samples)).numpy()
+    reference = O.shower_observables(samples, detector)
+    cell = detector.cell_size[0]
+    np.testing.assert_allclose(got[:, 0], reference["centre_x"] / cell, atol=1e-3)
+    np.testing.assert_allclose(got[:, 1], reference["width_x"] / cell, atol=2e-3)
+    np.testing.assert_allclose(got[:, 2], reference["centre_y"] / detector.cell_size[1],
+                               atol=1e-3)
+    np.testing.assert_allclose(got[:, 4:], O.layer_energies(samples, 2), rtol=1e-4, atol=1e-3)
+
+
+def test_a_shift_by_one_cell_costs_one_over_the_variance(showers):
+    detector, samples = showers
+    penalty = ShowerMomentPenalty.for_detector(detector)
+    assert float(penalty(_step(samples, samples))) == pytest.approx(0.0, abs=1e-7)
+    # a shower moved by one crystal along x (wrap-around cells are empty for these showers)
+    inner = samples.copy()
+    inner[:, [0, -1]] = 0.0
+    shifted = np.roll(inner, 1, axis=1)
+    centre = penalty.observables(tf.constant(inner)).numpy()[:, 0]
+    expected = 1.0 / centre.var() / penalty.observables(tf.constant(inner)).shape[1]
+    assert float(penalty(_step(inner, shifted))) == pytest.approx(expected, rel=1e-3)
+
+
+def test_the_gradient_moves_the_generated_centre_towards_the_real_one(showers):
+    detector, samples = showers
+    penalty = ShowerMomentPenalty.for_detector(detector)
+    offset = tf.Variable(0.0)
+    x = np.arange(20, dtype=np.float32)
+    real = tf.constant(samples)
+
+    def fake():   # the real showers reweighted by exp(offset * x): the centre follows offset
+        return real * tf.exp(offset * x)[None, :, None, None]
+
+    at_rest = penalty(StepTensors(None, None, real, fake(), None, to_physical=lambda v: v))
+    assert float(at_rest) == pytest.approx(0.0, abs=1e-7)
+    offset.assign(0.2)
+    with tf.GradientTape() as tape:
+        value = penalty(StepTensors(None, None, real, fake(), None, to_physical=lambda v: v))
+    assert float(value) > 0
+    assert float(tape.gradient(value, offset)) > 0    # descent brings the offset back to 0
+
+
+def test_the_penalty_round_trips_through_its_config(showers):
+    detector, _ = showers
+    penalty = ShowerMomentPenalty.for_detector(detector, weight=2.5)
+    again = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(penalty))
+    assert again.get_config() == penalty.get_config()
+    assert again.transverse_axes == [0, 1] and again.layer_axis == 2
+
+
+def test_threshold_band_keeps_the_readout_and_passes_the_gradient_below_it():
+    values = tf.Variable([0.2, 0.8, 1.5, -0.3])    # threshold 1: below, in the band, above
+    for band, expected in ((0.0, [0.0, 0.0, 1.0, 0.0]), (0.5, [0.0, 1.0, 1.0, 0.0])):
+        head = ShowerComponentsHead((4, 4, 2), 2, (1.0, 1.0, 1.0), threshold=1.0,
+                                    threshold_band=band)
+        with tf.GradientTape() as tape:
+            out = head.read_out(values)
+            total = tf.reduce_sum(out)
+        np.testing.assert_allclose(out.numpy(), [0.0, 0.0, 1.5, 0.0])
+        np.testing.assert_allclose(tape.gradient(total, values).numpy(), expected)
+        assert ShowerComponentsHead.from_config(head.get_config()).threshold_band == band
