@@ -52,10 +52,10 @@ def main(argv=None):
         parser.add_argument("--scattered-mev", type=float, default=10.0,
                             help="scale of the per-cell scattered deposits (nuclear fragments, "
                                  "noise hits) of the layer-wise generator; 0 turns them off")
-        parser.add_argument("--moment-weight", type=float, default=1.0,
+        parser.add_argument("--moment-weight", type=float, default=0.0,
                             help="weight of the shower-moment penalty (mean and spread of the "
-                                 "energy centres, widths and layer energies of each batch); 0 "
-                                 "turns it off")
+                                 "energy centres, widths and layer energies of each batch); 0, "
+                                 "the default, turns it off")
         parser.add_argument("--threshold-band", type=float, default=0.0,
                             help="components: pass the gradient straight through for cells "
                                  "within this fraction below the readout threshold")
