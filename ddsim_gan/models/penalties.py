@@ -359,10 +359,9 @@ class ShowerMomentPenalty(Penalty):
 
     @classmethod
     def for_detector(cls, detector, weight: float = 1.0):
-        axes = list(detector.axes)
-        transverse = [i for i, a in enumerate(axes) if a not in ("layer", "time")]
-        layer = axes.index("layer") if "layer" in axes else None
-        return cls(detector.sample_shape, transverse, layer, weight)
+        from ..evaluation.observables import layer_axis, spatial_axes
+
+        return cls(detector.sample_shape, spatial_axes(detector), layer_axis(detector), weight)
 
     def observables(self, physical):
         """``[n, q]``: centre and width (cells) per transverse axis, then the layer energies."""
