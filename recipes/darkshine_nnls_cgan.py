@@ -79,7 +79,9 @@ def main(argv=None):
                                bandwidth=0.5)
     penalties = [nnls_penalty]
     if args.moment_weight > 0:
-        penalties.append(ShowerMomentPenalty.for_detector(detector, weight=args.moment_weight))
+        # the hit count only gets a gradient through the band below the threshold
+        penalties.append(ShowerMomentPenalty.for_detector(
+            detector, weight=args.moment_weight, hits=args.threshold_band > 0))
     gan = build_conditional_gan(detector, data.train_conditions, data.train_samples,
                                 energy_condition="E_total", extra_penalties=penalties,
                                 architecture=args.architecture,

@@ -59,6 +59,9 @@ def _extra_options(parser):
                         help="width of every hidden layer (default 256; small values for tests)")
     parser.add_argument("--no-library", action="store_true",
                         help="skip the shower-library baseline row")
+    parser.add_argument("--moment-weight", type=float, default=0.0,
+                        help="weight of the shower-moment penalty (batch mean and spread of the "
+                             "energy centres and widths); 0, the default, turns it off")
 
 
 def asymmetry_metrics(detector, conditions, ref, gen, ref2, gan=None, seed=0) -> list:
@@ -109,13 +112,17 @@ def asymmetry_plots(detector, conditions, ref, gen, plot_dir) -> list[str]:
     return paths
 
 
-def build_model(detector, data, train_targets, regressor=True, hidden=None, seed=0):
+def build_model(detector, data, train_targets, regressor=True, hidden=None, seed=0,
+                moment_weight=0.0):
     from ddsim_gan.data.geometry_encoders import ImpactPointEncoder
     from ddsim_gan.detectors import lhcb_ecal
     from ddsim_gan.models.auxiliary import build_auxiliary_gan
-    from ddsim_gan.models.penalties import ConservationPenalty
+    from ddsim_gan.models.penalties import ConservationPenalty, ShowerMomentPenalty
 
     width = hidden or 256
+    penalties = [ConservationPenalty("sum_E", weight=SUM_E_WEIGHT)]
+    if moment_weight > 0:
+        penalties.append(ShowerMomentPenalty.for_detector(detector, weight=moment_weight))
     encoder = ImpactPointEncoder.for_detector(detector, name="condition_encoder",
                                               dtype="float32")
     return build_auxiliary_gan(
@@ -124,7 +131,7 @@ def build_model(detector, data, train_targets, regressor=True, hidden=None, seed
         generator_hidden=(width, width), critic_hidden=(width, width),
         regressor_hidden=(width, width // 2), critic_steps=4,
         readout_noise=lhcb_ecal.NOISE_MEV,
-        extra_penalties=[ConservationPenalty("sum_E", weight=SUM_E_WEIGHT)], seed=seed)
+        extra_penalties=penalties, seed=seed)
 
 
 def main(argv=None):
@@ -151,7 +158,7 @@ def main(argv=None):
     targets = detector.asymmetry(data.train_samples, data.train_conditions)
 
     gan = build_model(detector, data, targets, regressor=not args.no_regressor,
-                      hidden=args.hidden, seed=args.seed)
+                      hidden=args.hidden, seed=args.seed, moment_weight=args.moment_weight)
     optimizers = recipe.wgan_optimizers(settings, learning_rate=2e-4)
     batch_map = None
     if not args.no_regressor:

@@ -338,7 +338,7 @@ class ShowerMomentPenalty(Penalty):
     """Feature matching on the shower observables a physicist compares (Salimans et al.,
     arXiv:1606.03498, sec. 3.1, with the observables in place of critic features): for every
     observable q of the batch (energy centre and width along each transverse axis, in cells,
-    and the energy of every layer)
+    the energy of every layer and, given ``hit_threshold``, the number of hits)
 
         P = mean_q [ ((mean q_fake - mean q_real)^2 + (std q_fake - std q_real)^2) / var q_real ]
 
@@ -346,25 +346,46 @@ class ShowerMomentPenalty(Penalty):
     measures. Real and generated events of a batch share their conditions. The CaloGAN critic
     *sees* these observables, but a critic bounded in slope pushes their means only weakly; a
     direct term closes a mean offset of a fraction of a cell that the adversarial loss leaves.
+
+    The hit count is the exact count of cells above zero (the readout has zeroed those below
+    ``hit_threshold``) with the gradient of the soft count sum sigmoid((E - t/2) / (t/4))
+    (straight-through); a cell held at zero by a hard threshold passes no gradient, so the term
+    needs a generator whose readout lets some through (the components' ``threshold_band``).
     """
 
     side = "generator"
     name = "shower_moments"
 
-    def __init__(self, sample_shape, transverse_axes, layer_axis=None, weight: float = 1.0):
+    def __init__(self, sample_shape, transverse_axes, layer_axis=None, weight: float = 1.0,
+                 hit_threshold=None):
         super().__init__(weight)
         self.sample_shape = [int(n) for n in sample_shape]
         self.transverse_axes = [int(a) for a in transverse_axes]
         self.layer_axis = None if layer_axis is None else int(layer_axis)
+        self.hit_threshold = None if not hit_threshold else float(hit_threshold)
 
     @classmethod
-    def for_detector(cls, detector, weight: float = 1.0):
+    def for_detector(cls, detector, weight: float = 1.0, hits: bool = False):
+        """``hits``: also match the hit count above ``detector.threshold``."""
         from ..evaluation.observables import layer_axis, spatial_axes
 
-        return cls(detector.sample_shape, spatial_axes(detector), layer_axis(detector), weight)
+        threshold = detector.threshold if hits else None
+        if hits and not threshold > 0:
+            raise ValueError(f"{detector.name}: the hit-count term needs a readout threshold "
+                             f"> 0, got {threshold}")
+        return cls(detector.sample_shape, spatial_axes(detector), layer_axis(detector), weight,
+                   hit_threshold=threshold)
+
+    def hit_count(self, cells):
+        """``[n]``: the number of cells above zero, with the soft count's gradient."""
+        flat = tf.reshape(cells, [tf.shape(cells)[0], -1])
+        t = self.hit_threshold
+        soft = tf.reduce_sum(tf.sigmoid((flat - 0.5 * t) / (0.25 * t)), axis=1)
+        hard = tf.reduce_sum(tf.cast(flat > 0.0, tf.float32), axis=1)
+        return hard + soft - tf.stop_gradient(soft)
 
     def observables(self, physical):
-        """``[n, q]``: centre and width (cells) per transverse axis, then the layer energies."""
+        """``[n, q]``: centre and width (cells) per transverse axis, the layer energies, the hits."""
         cells = tf.nn.relu(tf.cast(physical, tf.float32))
         rank = len(self.sample_shape)
         total = tf.reduce_sum(cells, axis=list(range(1, rank + 1))) + 1e-6
@@ -378,10 +399,12 @@ class ShowerMomentPenalty(Penalty):
             second = tf.linalg.matvec(profile, position ** 2) / total
             columns += [centre, tf.sqrt(tf.nn.relu(second - centre ** 2) + 1e-6)]
         columns = tf.stack(columns, axis=1)
-        if self.layer_axis is None:
-            return columns
-        others = [1 + a for a in range(rank) if a != self.layer_axis]
-        return tf.concat([columns, tf.reduce_sum(cells, axis=others)], axis=1)
+        if self.layer_axis is not None:
+            others = [1 + a for a in range(rank) if a != self.layer_axis]
+            columns = tf.concat([columns, tf.reduce_sum(cells, axis=others)], axis=1)
+        if self.hit_threshold is not None:
+            columns = tf.concat([columns, self.hit_count(cells)[:, None]], axis=1)
+        return columns
 
     def __call__(self, step):
         real = self.observables(step.to_physical(step.real))
@@ -400,4 +423,5 @@ class ShowerMomentPenalty(Penalty):
 
     def get_config(self):
         return {**super().get_config(), "sample_shape": self.sample_shape,
-                "transverse_axes": self.transverse_axes, "layer_axis": self.layer_axis}
+                "transverse_axes": self.transverse_axes, "layer_axis": self.layer_axis,
+                "hit_threshold": self.hit_threshold}
