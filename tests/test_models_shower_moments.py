@@ -87,3 +87,22 @@ def test_threshold_band_keeps_the_readout_and_passes_the_gradient_below_it():
         np.testing.assert_allclose(out.numpy(), [0.0, 0.0, 1.5, 0.0])
         np.testing.assert_allclose(tape.gradient(total, values).numpy(), expected)
         assert ShowerComponentsHead.from_config(head.get_config()).threshold_band == band
+
+
+def test_the_hit_term_counts_the_hits_and_its_gradient_reaches_empty_cells(showers):
+    detector, samples = showers
+    penalty = ShowerMomentPenalty.for_detector(detector, hits=True)
+    counted = penalty.observables(tf.constant(samples)).numpy()[:, -1]
+    np.testing.assert_array_equal(counted, O.shower_observables(samples, detector)["n_hits"])
+    cells = tf.Variable(samples[:8])
+    with tf.GradientTape() as tape:
+        hits = tf.reduce_sum(penalty.hit_count(cells))
+    gradient = tape.gradient(hits, cells).numpy()
+    assert (gradient[samples[:8] == 0] > 0.1).all()     # raising an empty cell adds a hit
+    assert ShowerMomentPenalty.from_config(penalty.get_config()).hit_threshold == 1.0
+    # fewer generated hits than real ones costs; the count is exact, so no cost at equality
+    fewer = np.where(samples < 3.0, 0.0, samples).astype(np.float32)
+    plain = ShowerMomentPenalty.for_detector(detector)
+    assert float(penalty(_step(samples, fewer))) > float(plain(_step(samples, fewer)))
+    with pytest.raises(ValueError, match="threshold"):
+        ShowerMomentPenalty.for_detector(detectors.get("lhcb_rich"), hits=True)
