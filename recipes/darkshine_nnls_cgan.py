@@ -56,6 +56,9 @@ def main(argv=None):
                             help="weight of the shower-moment penalty (mean and spread of the "
                                  "energy centres, widths and layer energies of each batch); 0, "
                                  "the default, turns it off")
+        parser.add_argument("--centre-weight", type=float, default=0.0,
+                            help="with --moment-weight: extra weight on the squared shift of "
+                                 "the mean energy centre, in crystals^2")
         parser.add_argument("--threshold-band", type=float, default=0.0,
                             help="components: pass the gradient straight through for cells "
                                  "within this fraction below the readout threshold")
@@ -81,7 +84,8 @@ def main(argv=None):
     if args.moment_weight > 0:
         # the hit count only gets a gradient through the band below the threshold
         penalties.append(ShowerMomentPenalty.for_detector(
-            detector, weight=args.moment_weight, hits=args.threshold_band > 0))
+            detector, weight=args.moment_weight, hits=args.threshold_band > 0,
+            centre_weight=args.centre_weight / args.moment_weight))
     gan = build_conditional_gan(detector, data.train_conditions, data.train_samples,
                                 energy_condition="E_total", extra_penalties=penalties,
                                 architecture=args.architecture,
