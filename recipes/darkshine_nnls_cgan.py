@@ -59,6 +59,9 @@ def main(argv=None):
         parser.add_argument("--centre-weight", type=float, default=0.0,
                             help="with --moment-weight: extra weight on the squared shift of "
                                  "the mean energy centre, in crystals^2")
+        parser.add_argument("--correlation-weight", type=float, default=0.0,
+                            help="with --moment-weight: weight of the mismatch of the "
+                                 "observables' correlation matrix")
         parser.add_argument("--threshold-band", type=float, default=0.0,
                             help="components: pass the gradient straight through for cells "
                                  "within this fraction below the readout threshold")
@@ -85,7 +88,8 @@ def main(argv=None):
         # the hit count only gets a gradient through the band below the threshold
         penalties.append(ShowerMomentPenalty.for_detector(
             detector, weight=args.moment_weight, hits=args.threshold_band > 0,
-            centre_weight=args.centre_weight / args.moment_weight))
+            centre_weight=args.centre_weight / args.moment_weight,
+            correlation_weight=args.correlation_weight / args.moment_weight))
     gan = build_conditional_gan(detector, data.train_conditions, data.train_samples,
                                 energy_condition="E_total", extra_penalties=penalties,
                                 architecture=args.architecture,

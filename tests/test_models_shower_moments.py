@@ -106,3 +106,18 @@ def test_the_hit_term_counts_the_hits_and_its_gradient_reaches_empty_cells(showe
     assert float(penalty(_step(samples, fewer))) > float(plain(_step(samples, fewer)))
     with pytest.raises(ValueError, match="threshold"):
         ShowerMomentPenalty.for_detector(detectors.get("lhcb_rich"), hits=True)
+
+
+def test_the_correlation_term_sees_a_joint_change_that_leaves_the_marginals(showers):
+    detector, samples = showers
+    penalty = ShowerMomentPenalty.for_detector(detector, correlation_weight=1.0)
+    plain = ShowerMomentPenalty.for_detector(detector)
+    # pairing each event's last layers with another event's: the same marginals of every
+    # observable except the centres and widths, which the rest of the shower mostly sets
+    shuffled = samples.copy()
+    shuffled[..., 6:] = samples[np.random.default_rng(0).permutation(len(samples))][..., 6:]
+    assert float(penalty(_step(samples, samples))) == pytest.approx(0.0, abs=1e-6)
+    extra = float(penalty(_step(samples, shuffled))) - float(plain(_step(samples, shuffled)))
+    assert extra > 0.01
+    again = ShowerMomentPenalty.from_config(penalty.get_config())
+    assert again.correlation_weight == 1.0

@@ -354,15 +354,19 @@ class ShowerMomentPenalty(Penalty):
 
     ``centre_weight`` c adds c * sum_axes (mean centre_fake - mean centre_real)^2 in cells^2:
     a mean shift of a tenth of a cell, the DarkSHINE bar, is a few hundredths of the centre's
-    spread, which the normalized term above barely weighs.
+    spread, which the normalized term above barely weighs. ``correlation_weight`` r adds
+    r * mean_{i<j} (rho_fake_ij - rho_real_ij)^2 over the observables' correlation matrix: the
+    marginals alone leave the joint distribution, which a classifier two-sample test sees, free.
     """
 
     side = "generator"
     name = "shower_moments"
 
     def __init__(self, sample_shape, transverse_axes, layer_axis=None, weight: float = 1.0,
-                 hit_threshold=None, centre_weight: float = 0.0):
+                 hit_threshold=None, centre_weight: float = 0.0,
+                 correlation_weight: float = 0.0):
         super().__init__(weight)
+        self.correlation_weight = float(correlation_weight)
         self.centre_weight = float(centre_weight)
         self.sample_shape = [int(n) for n in sample_shape]
         self.transverse_axes = [int(a) for a in transverse_axes]
@@ -371,7 +375,7 @@ class ShowerMomentPenalty(Penalty):
 
     @classmethod
     def for_detector(cls, detector, weight: float = 1.0, hits: bool = False,
-                     centre_weight: float = 0.0):
+                     centre_weight: float = 0.0, correlation_weight: float = 0.0):
         """``hits``: also match the hit count above ``detector.threshold``."""
         from ..evaluation.observables import layer_axis, spatial_axes
 
@@ -380,7 +384,8 @@ class ShowerMomentPenalty(Penalty):
             raise ValueError(f"{detector.name}: the hit-count term needs a readout threshold "
                              f"> 0, got {threshold}")
         return cls(detector.sample_shape, spatial_axes(detector), layer_axis(detector), weight,
-                   hit_threshold=threshold, centre_weight=centre_weight)
+                   hit_threshold=threshold, centre_weight=centre_weight,
+                   correlation_weight=correlation_weight)
 
     def hit_count(self, cells):
         """``[n]``: the number of cells above zero, with the soft count's gradient."""
@@ -419,13 +424,21 @@ class ShowerMomentPenalty(Penalty):
         def moments(q):
             count = global_batch_sum(tf.cast(tf.shape(q)[0], tf.float32))
             mean = global_batch_sum(tf.reduce_sum(q, axis=0)) / count
-            second = global_batch_sum(tf.reduce_sum(q ** 2, axis=0)) / count
-            return mean, tf.sqrt(tf.nn.relu(second - mean ** 2) + 1e-12)
+            covariance = (global_batch_sum(tf.matmul(q, q, transpose_a=True)) / count
+                          - mean[:, None] * mean[None, :])
+            std = tf.sqrt(tf.nn.relu(tf.linalg.diag_part(covariance)) + 1e-12)
+            return mean, std, covariance / (std[:, None] * std[None, :] + 1e-12)
 
-        (mean_real, std_real), (mean_fake, std_fake) = moments(real), moments(fake)
+        (mean_real, std_real, corr_real), (mean_fake, std_fake, corr_fake) = (moments(real),
+                                                                              moments(fake))
         variance = tf.stop_gradient(tf.square(std_real)) + 1e-6
         penalty = tf.reduce_mean((tf.square(mean_fake - mean_real)
                                   + tf.square(std_fake - std_real)) / variance)
+        if self.correlation_weight:
+            n = tf.shape(corr_real)[0]
+            pairs = tf.linalg.band_part(tf.ones([n, n]), 0, -1) - tf.eye(n)   # i < j
+            mismatch = tf.reduce_sum(pairs * tf.square(corr_fake - corr_real))
+            penalty += self.correlation_weight * mismatch / tf.reduce_sum(pairs)
         if self.centre_weight:
             centres = [2 * k for k in range(len(self.transverse_axes))]
             shift = tf.gather(mean_fake - mean_real, centres)
@@ -435,4 +448,5 @@ class ShowerMomentPenalty(Penalty):
     def get_config(self):
         return {**super().get_config(), "sample_shape": self.sample_shape,
                 "transverse_axes": self.transverse_axes, "layer_axis": self.layer_axis,
-                "hit_threshold": self.hit_threshold, "centre_weight": self.centre_weight}
+                "hit_threshold": self.hit_threshold, "centre_weight": self.centre_weight,
+                "correlation_weight": self.correlation_weight}
