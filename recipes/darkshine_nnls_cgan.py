@@ -8,7 +8,9 @@ The CGAN generates 20x20x11 LYSO showers conditioned on the ECAL total energy E;
 shares E over the crystals, so energy is conserved by construction and the network learns the
 shape. The NNLS penalty (DESIGN.md) ties the generator's response to the observed total-energy
 spectrum during training; afterwards NNLS unfolds the condition spectrum from the observed one,
-and sampling from it reproduces the observed spectrum without knowing p(E).
+and sampling from it reproduces the observed spectrum without knowing p(E). A shower-moment
+penalty matches each batch's energy centres, widths, layer energies, hit counts and their
+correlations to the reference (docs/darkshine_nnls_cgan.md).
 
 Writes to the output directory: ``data/`` (training shards), ``logs/`` (TensorBoard),
 ``metrics.json``, ``report.md``, ``plots/``, ``spectrum.json``, ``generator.keras`` (the sampler,
@@ -52,17 +54,17 @@ def main(argv=None):
         parser.add_argument("--scattered-mev", type=float, default=10.0,
                             help="scale of the per-cell scattered deposits (nuclear fragments, "
                                  "noise hits) of the layer-wise generator; 0 turns them off")
-        parser.add_argument("--moment-weight", type=float, default=0.0,
+        parser.add_argument("--moment-weight", type=float, default=10.0,
                             help="weight of the shower-moment penalty (mean and spread of the "
-                                 "energy centres, widths and layer energies of each batch); 0, "
-                                 "the default, turns it off")
-        parser.add_argument("--centre-weight", type=float, default=0.0,
+                                 "energy centres, widths, layer energies and, with a threshold "
+                                 "band, hit counts of each batch); 0 turns it off")
+        parser.add_argument("--centre-weight", type=float, default=20.0,
                             help="with --moment-weight: extra weight on the squared shift of "
                                  "the mean energy centre, in crystals^2")
-        parser.add_argument("--correlation-weight", type=float, default=0.0,
+        parser.add_argument("--correlation-weight", type=float, default=30.0,
                             help="with --moment-weight: weight of the mismatch of the "
                                  "observables' correlation matrix")
-        parser.add_argument("--threshold-band", type=float, default=0.0,
+        parser.add_argument("--threshold-band", type=float, default=0.5,
                             help="components: pass the gradient straight through for cells "
                                  "within this fraction below the readout threshold")
 
