@@ -63,7 +63,9 @@ PRESETS = {
 CONV3D_FULL_EPOCHS = 20
 BAR_SUM_E, BAR_NHITS, BAR_OCCUPANCY = 0.02, 0.03, 0.05
 #: conservation penalty weights (b, c): relative batch-mean differences squared
-SUM_E_WEIGHT, NHITS_WEIGHT = 10.0, 10.0
+CONSERVATION_WEIGHT = 10.0
+#: per-layer penalties (b, c): occupancy and mean energy of every layer, per species
+OCCUPANCY_WEIGHT, LAYER_ENERGY_WEIGHT = 0.0, 0.0
 SPECIES = ("e-", "pi-")
 
 
@@ -76,6 +78,15 @@ def _extra_options(parser):
                              "last, 256 elsewhere; small values are for tests)")
     parser.add_argument("--no-library", action="store_true",
                         help="skip the shower-library baseline row")
+    parser.add_argument("--conservation-weight", type=float, default=CONSERVATION_WEIGHT,
+                        help="weight of each conservation penalty, sum_E and nhits (b, c; "
+                             "default %(default)s)")
+    parser.add_argument("--occupancy-weight", type=float, default=OCCUPANCY_WEIGHT,
+                        help="weight of the per-layer occupancy penalty (b, c; "
+                             "GroupedLayerPenalty; default %(default)s, 0 = off)")
+    parser.add_argument("--layer-energy-weight", type=float, default=LAYER_ENERGY_WEIGHT,
+                        help="weight of the per-layer mean-energy penalty (b, c; "
+                             "default %(default)s, 0 = off)")
 
 
 def export_name(model: str) -> str:
@@ -187,12 +198,13 @@ def seed_plots(detector, conditions, ref, gen, plot_dir) -> list[str]:
     return paths
 
 
-def build_model(model, detector, data, hidden=None, seed=0):
+def build_model(model, detector, data, hidden=None, seed=0, conservation_weight=CONSERVATION_WEIGHT,
+                occupancy_weight=OCCUPANCY_WEIGHT, layer_energy_weight=LAYER_ENERGY_WEIGHT):
     """The GAN of ``--model`` (module docstring)."""
     from ddsim_gan.detectors import siw_ecal
     from ddsim_gan.models.calorimeter import build_calorimeter_gan
     from ddsim_gan.models.networks import SeedHitFeatures
-    from ddsim_gan.models.penalties import GroupedConservationPenalty
+    from ddsim_gan.models.penalties import GroupedConservationPenalty, GroupedLayerPenalty
 
     def seed_hit_features(scale, norm):
         return SeedHitFeatures(scale, norm, layer_axis=0, temperature=0.05,
@@ -200,8 +212,13 @@ def build_model(model, detector, data, hidden=None, seed=0):
 
     species = detector.condition_names.index("species")
     penalties = [] if model == "wgangp" else [
-        GroupedConservationPenalty("sum_E", SUM_E_WEIGHT, group_index=species, n_groups=2),
-        GroupedConservationPenalty("nhits", NHITS_WEIGHT, group_index=species, n_groups=2)]
+        GroupedConservationPenalty("sum_E", conservation_weight, group_index=species, n_groups=2),
+        GroupedConservationPenalty("nhits", conservation_weight, group_index=species, n_groups=2)]
+    for quantity, weight in (("layer_occupancy", occupancy_weight),
+                             ("layer_energy", layer_energy_weight)):
+        if model != "wgangp" and weight:
+            penalties.append(GroupedLayerPenalty(quantity, weight, group_index=species,
+                                                 n_groups=2, layer_axis=0))
     small, large = (hidden, hidden) if hidden else (256, 512)
     return build_calorimeter_gan(
         detector, data.train_conditions, data.train_samples, energy_condition="E_beam",
@@ -234,7 +251,10 @@ def main(argv=None):
     detector = detectors.get(DETECTOR)
     data = recipe.prepare_data(detector, args, settings)
 
-    gan = build_model(args.model, detector, data, hidden=args.hidden, seed=args.seed)
+    gan = build_model(args.model, detector, data, hidden=args.hidden, seed=args.seed,
+                      conservation_weight=args.conservation_weight,
+                      occupancy_weight=args.occupancy_weight,
+                      layer_energy_weight=args.layer_energy_weight)
     # XLA:CPU makes 3D convolutions ~40x slower (ddsim_gan.models.calorimeter): no jit for (c).
     jit = not args.no_jit and args.model != "conv3d"
     gan.compile(**recipe.wgan_optimizers(settings, learning_rate=2e-4), jit_compile=jit)

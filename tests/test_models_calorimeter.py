@@ -136,6 +136,53 @@ def test_grouped_conservation_penalty_by_hand():
     assert GroupedConservationPenalty.from_config(penalty.get_config()).n_groups == 3
 
 
+def test_grouped_layer_penalty_matches_numpy_occupancy_and_layer_energy():
+    from ddsim_gan.evaluation import observables as O
+    from ddsim_gan.models.penalties import GroupedLayerPenalty, StepTensors
+
+    detector = TinyLayered()
+    conditions, real = detector.simulate(64, seed=3)
+    _, fake = detector.simulate(64, seed=4)
+    conditions[:, 1] = np.arange(64) % 2
+    step = StepTensors(tf.constant(conditions), None, tf.constant(real), tf.constant(fake),
+                       None, lambda x: x)
+    species = conditions[:, 1].astype(int)
+
+    def expected(q_real, q_fake):
+        terms = [((q_fake[species == g].mean(0) - q_real[species == g].mean(0))
+                  / q_real[species == g].mean(0)) ** 2 for g in (0, 1)]
+        return float(np.mean(terms))
+
+    occupancy = GroupedLayerPenalty("layer_occupancy", group_index=1, n_groups=2)
+    hit_real, hit_fake = (O.layer_hit(x, 0).astype(float) for x in (real, fake))
+    assert float(occupancy(step)) == pytest.approx(expected(hit_real, hit_fake), rel=1e-4)
+    energy = GroupedLayerPenalty("layer_energy", group_index=1, n_groups=2)
+    assert float(energy(step)) == pytest.approx(
+        expected(real.sum(axis=(2, 3)), fake.sum(axis=(2, 3))), rel=1e-4)
+    assert GroupedLayerPenalty.from_config(occupancy.get_config()).quantity == "layer_occupancy"
+    with pytest.raises(ValueError, match="quantity"):
+        GroupedLayerPenalty("sum_E")
+
+
+def test_grouped_layer_occupancy_gradient_reaches_an_unhit_layer():
+    """A layer whose hottest cell is far below the seed-hit cut is still pushed up."""
+    from ddsim_gan.models.penalties import GroupedLayerPenalty, StepTensors
+
+    real = np.zeros((2, 3, 2, 2), np.float32)
+    real[:, 1, 0, 0] = 100.0
+    real[:, 0, 0, 0] = 10.0                        # layer 0 hit in the reference
+    fake = tf.Variable(real.copy())
+    fake[:, 0, 0, 0].assign([1.0, 1.0])            # 1 % of the peak: not hit
+    conditions = tf.constant([[10.0, 0.0], [10.0, 0.0]])
+    penalty = GroupedLayerPenalty("layer_occupancy", group_index=1, n_groups=1)
+    with tf.GradientTape() as tape:
+        value = penalty(StepTensors(conditions, None, tf.constant(real), fake, None,
+                                    lambda x: x))
+    assert float(value) == pytest.approx(1.0 / 3.0)     # layer 0: (0 - 1)^2 / 1, 3 layers
+    gradient = tape.gradient(value, fake).numpy()
+    assert np.all(gradient[:, 0, 0, 0] < 0)              # more energy there lowers it
+
+
 def test_seed_hit_features_match_numpy():
     from ddsim_gan.data.preprocessing import LogScale
     from ddsim_gan.models.networks import SeedHitFeatures
