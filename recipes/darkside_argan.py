@@ -96,10 +96,19 @@ ENERGY_EDGES = np.arange(5.0, 236.0, 10.0)  # 23 bins of 10 keV, per recoil type
 MOMENT_OPTIONS = dict(condition_index=0, category_index=1, pairs=((0, 1),), min_events=50)
 
 
+#: weight of the per-bin moment penalty (chain and single; 0 = off)
+BINNED_MOMENT_WEIGHT = 0.0
+
+
 def _extra(parser):
     parser.add_argument("--model", choices=MODELS, default="chain",
                         help="chain: auto-regressive chain of 1D GANs (default); single: one GAN "
                         "on all outputs; flow: TFP masked autoregressive flow")
+    parser.add_argument("--binned-moment-weight", type=float, default=BINNED_MOMENT_WEIGHT,
+                        help="GANs: weight of the per-bin moment penalty, the bar's mean, width "
+                             "and correlation with the previous links' outputs matched in every "
+                             "10-keV bin per recoil type (BinnedMomentPenalty; default "
+                             "%(default)s, 0 = off)")
     for key, text in (("n_test", "held-out events for the standard evaluation"),
                       ("n_moments", "events for the binned mean/width/correlation bar"),
                       ("library_size", "events stored in the library baseline")):
@@ -133,6 +142,12 @@ def train_chain(detector, data, settings, args, groups):
 
     out = args.output_dir
     options = dict(GAN_ARCHITECTURE)
+    if args.binned_moment_weight:
+        from ddsim_gan.models.binned_moments import BinnedMomentPenalty
+
+        options["extra_penalties"] = [BinnedMomentPenalty(
+            ENERGY_EDGES, condition_index=0, category_index=1, n_categories=2,
+            paired_start=detector.n_conditions, weight=args.binned_moment_weight)]
     chain = AutoregressiveChain.for_detector(detector, data.train_conditions, data.train_samples,
                                              groups=groups, seed=args.seed, **options)
     n_links = len(chain.links)

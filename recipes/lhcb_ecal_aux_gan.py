@@ -62,6 +62,10 @@ def _extra_options(parser):
     parser.add_argument("--moment-weight", type=float, default=0.0,
                         help="weight of the shower-moment penalty (batch mean and spread of the "
                              "energy centres and widths); 0, the default, turns it off")
+    parser.add_argument("--asymmetry-moments", action="store_true",
+                        help="with --moment-weight: also match the asymmetry along and across "
+                             "the incidence direction, computed in the graph "
+                             "(AsymmetryMomentPenalty)")
 
 
 def asymmetry_metrics(detector, conditions, ref, gen, ref2, gan=None, seed=0) -> list:
@@ -113,7 +117,7 @@ def asymmetry_plots(detector, conditions, ref, gen, plot_dir) -> list[str]:
 
 
 def build_model(detector, data, train_targets, regressor=True, hidden=None, seed=0,
-                moment_weight=0.0):
+                moment_weight=0.0, asymmetry_moments=False):
     from ddsim_gan.data.geometry_encoders import ImpactPointEncoder
     from ddsim_gan.detectors import lhcb_ecal
     from ddsim_gan.models.auxiliary import build_auxiliary_gan
@@ -121,7 +125,11 @@ def build_model(detector, data, train_targets, regressor=True, hidden=None, seed
 
     width = hidden or 256
     penalties = [ConservationPenalty("sum_E", weight=SUM_E_WEIGHT)]
-    if moment_weight > 0:
+    if moment_weight > 0 and asymmetry_moments:
+        from ddsim_gan.models.impact_moments import AsymmetryMomentPenalty
+
+        penalties.append(AsymmetryMomentPenalty.for_lhcb_ecal(detector, weight=moment_weight))
+    elif moment_weight > 0:
         penalties.append(ShowerMomentPenalty.for_detector(detector, weight=moment_weight))
     encoder = ImpactPointEncoder.for_detector(detector, name="condition_encoder",
                                               dtype="float32")
@@ -158,7 +166,8 @@ def main(argv=None):
     targets = detector.asymmetry(data.train_samples, data.train_conditions)
 
     gan = build_model(detector, data, targets, regressor=not args.no_regressor,
-                      hidden=args.hidden, seed=args.seed, moment_weight=args.moment_weight)
+                      hidden=args.hidden, seed=args.seed, moment_weight=args.moment_weight,
+                      asymmetry_moments=args.asymmetry_moments)
     optimizers = recipe.wgan_optimizers(settings, learning_rate=2e-4)
     batch_map = None
     if not args.no_regressor:

@@ -147,7 +147,7 @@ def build_vector_gan(condition_encoder, train_conditions, train_samples, *, late
                      generator_hidden=(128, 128, 128), critic_hidden=(128, 128, 128),
                      critic_steps=4, gradient_penalty=10.0, one_sided=True, n_quantiles=1000,
                      seed=0, name="vector_gan", output_head=None, sample_transform="quantile",
-                     output_bound=None):
+                     output_bound=None, extra_penalties=()):
     """A dense conditional WGAN-GP for a few numbers per event (vector outputs: S1, S2, f200;
     DLLs; one link of an auto-regressive chain).
 
@@ -167,7 +167,8 @@ def build_vector_gan(condition_encoder, train_conditions, train_samples, *, late
     residuals): the critic then sees them linearly, so mass a generator leaks into the far tails
     costs it in proportion to the distance (in Gaussianized units the tails are compressed, and
     0.1 % of outliers can double a width), and the soft clip bounds the output at
-    ``output_bound`` standard deviations (default 6).
+    ``output_bound`` standard deviations (default 6). ``extra_penalties`` are added to the
+    Lipschitz or gradient penalty.
     """
     samples = np.asarray(train_samples, np.float32)
     samples = samples.reshape(len(samples), -1)
@@ -194,5 +195,6 @@ def build_vector_gan(condition_encoder, train_conditions, train_samples, *, late
     penalty = (penalty_objects.LipschitzPenalty if one_sided
                else penalty_objects.GradientPenalty)
     return ConditionalGAN(generator, critic, condition_encoder, transform, latent_dim,
-                          penalties=[penalty(gradient_penalty)], critic_steps=critic_steps,
+                          penalties=[penalty(gradient_penalty), *extra_penalties],
+                          critic_steps=critic_steps,
                           seed=seed, name=name, output_head=output_head)

@@ -306,6 +306,8 @@ class ConditionalGAN(keras.Model):
 
     @classmethod
     def from_config(cls, config):
+        from . import binned_moments, impact_moments  # noqa: F401  (register their penalties)
+
         config = dict(config)
         deserialize = keras.saving.deserialize_keras_object
         for key in ("generator", "critic", "condition_encoder", "sample_transform", "loss"):

@@ -446,8 +446,9 @@ class ShowerMomentPenalty(Penalty):
         hard = tf.reduce_sum(tf.cast(flat > 0.0, tf.float32), axis=1)
         return hard + soft - tf.stop_gradient(soft)
 
-    def observables(self, physical):
-        """``[n, q]``: centre and width (cells) per transverse axis, the layer energies, the hits."""
+    def observables(self, physical, conditions=None):
+        """``[n, q]``: centre and width (cells) per transverse axis, the layer energies, the hits
+        (``conditions``, physical, for subclasses whose observables depend on them)."""
         cells = tf.nn.relu(tf.cast(physical, tf.float32))
         rank = len(self.sample_shape)
         total = tf.reduce_sum(cells, axis=list(range(1, rank + 1))) + 1e-6
@@ -469,8 +470,8 @@ class ShowerMomentPenalty(Penalty):
         return columns
 
     def __call__(self, step):
-        real = self.observables(step.to_physical(step.real))
-        fake = self.observables(step.to_physical(step.fake))
+        real = self.observables(step.to_physical(step.real), step.conditions)
+        fake = self.observables(step.to_physical(step.fake), step.conditions)
 
         def moments(q):
             count = global_batch_sum(tf.cast(tf.shape(q)[0], tf.float32))
