@@ -54,6 +54,7 @@ LEARNING_RATE = 2e-4
 GENERATOR_LR_FRACTION = 0.5  # 5-min runs: max(metric / bar) inner 1.9, outer 4.7 (1.0: 2.4, 12)
 ARCHITECTURE = dict(latent_dim=16, generator_hidden=(256, 256, 256),
                     critic_hidden=(256, 256, 256), critic_steps=4, gradient_penalty=10.0)
+MOMENT_WEIGHT = 0.0
 REGIONS = ("inner", "outer")
 REGION_SHARE = {"inner": 0.5, "outer": 0.5}  # of the epochs and of the time limit
 KL_BAR, W1_BAR, FRACTION_BAR = 0.02, 0.05, 0.01
@@ -67,6 +68,10 @@ def _extra(parser):
     parser.add_argument("--generator-lr-fraction", type=float, default=GENERATOR_LR_FRACTION,
                         help="generator learning rate / critic learning rate "
                         "(default %(default)g)")
+    parser.add_argument("--moment-weight", type=float, default=MOMENT_WEIGHT,
+                        help="weight of the per-species moment penalty: mean and width of every "
+                             "Gaussianized feature and of r matched per species "
+                             "(BinnedMomentPenalty; default %(default)s, 0 = off)")
     parser.add_argument("--no-split", action="store_true",
                         help="train one model on the whole plane instead of one per region")
     parser.add_argument("--compare-run", type=Path, default=None,
@@ -140,9 +145,16 @@ def train_region(name, r_min, r_max, rows, share, data, val, detector, settings,
                                     data.source)
     print(f"---- region {name!r}: {rows.sum():,} training particles, r in [{r_min:g}, "
           f"{'inf' if r_max is None else f'{r_max:g}'}) mm", flush=True)
+    penalties = []
+    if args.moment_weight:
+        from ddsim_gan.models.binned_moments import BinnedMomentPenalty
+
+        species = np.arange(len(detector.conditions[0].labels) + 1) - 0.5
+        penalties.append(BinnedMomentPenalty(species, condition_index=0, space="normalized",
+                                             weight=args.moment_weight))
     gan = build_region_gan(detector, region_data.train_conditions, region_data.train_samples,
                            r_min=r_min, r_max=r_max, seed=args.seed, name=f"luxe_{name}",
-                           **ARCHITECTURE)
+                           extra_penalties=penalties, **ARCHITECTURE)
     # the generator learns at a fraction of the critic's rate (two time-scale update rule): in
     # medium runs a critic that keeps ahead steadied training (critic loss stayed negative)
     gan.compile(**recipe.wgan_optimizers(region_settings, learning_rate=args.learning_rate,

@@ -81,3 +81,16 @@ def test_round_trip_and_bad_edges():
     assert restored.get_config() == penalty.get_config()
     with pytest.raises(ValueError, match="increasing"):
         BinnedMomentPenalty([5, 5, 6])
+
+
+def test_normalized_space_ignores_the_physical_transform():
+    rng = np.random.default_rng(3)
+    conditions = _events(rng)
+    real = rng.normal(size=(4000, 2))
+    step = StepTensors(tf.constant(conditions, tf.float32), None, tf.constant(real, tf.float32),
+                       tf.constant(real, tf.float32) + 0.1, None,
+                       to_physical=lambda x: tf.exp(10.0 * x))      # tails dominate physically
+    normalized = BinnedMomentPenalty([0, 20], space="normalized")
+    assert float(normalized(step)) == pytest.approx(0.01, rel=0.05)    # a 0.1 sigma shift
+    with pytest.raises(ValueError, match="space"):
+        BinnedMomentPenalty([0, 1], space="gaussian")

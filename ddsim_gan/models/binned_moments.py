@@ -29,7 +29,10 @@ class BinnedMomentPenalty(Penalty):
     before it, so the S2 link learns the S1-S2 correlation of every bin). Real and generated
     events share their conditions. The moments of a group of k events scatter by about
     1 / sqrt(k) of s from batch to batch; their expectation, which the gradient follows, is the
-    bin's.
+    bin's. ``space="normalized"`` takes q in the network's units (e.g. Gaussianized by a
+    quantile transform: heavy-tailed features then weigh by their bulk, not their tails);
+    the default, "physical", in physical units. A categorical condition alone (LUXE's species)
+    is binned by ``edges`` at the half-integers.
     """
 
     side = "generator"
@@ -37,8 +40,11 @@ class BinnedMomentPenalty(Penalty):
 
     def __init__(self, edges, condition_index: int = 0, category_index=None,
                  n_categories: int = 1, paired_start=None, min_count: int = 8,
-                 weight: float = 1.0):
+                 weight: float = 1.0, space: str = "physical"):
         super().__init__(weight)
+        if space not in ("physical", "normalized"):
+            raise ValueError(f"space must be 'physical' or 'normalized', got {space!r}")
+        self.space = space
         self.edges = [float(e) for e in edges]
         if len(self.edges) < 2 or np.any(np.diff(self.edges) <= 0):
             raise ValueError(f"edges must be at least two increasing numbers, got {edges}")
@@ -81,7 +87,8 @@ class BinnedMomentPenalty(Penalty):
         n_used = tf.maximum(tf.reduce_sum(used), 1.0)
 
         def flat(samples):
-            x = tf.cast(step.to_physical(samples), tf.float32)
+            x = step.to_physical(samples) if self.space == "physical" else samples
+            x = tf.cast(x, tf.float32)
             return tf.reshape(x, [tf.shape(x)[0], -1])
 
         real, fake = flat(step.real), flat(step.fake)
@@ -113,4 +120,4 @@ class BinnedMomentPenalty(Penalty):
         return {**super().get_config(), "edges": self.edges,
                 "condition_index": self.condition_index, "category_index": self.category_index,
                 "n_categories": self.n_categories, "paired_start": self.paired_start,
-                "min_count": self.min_count}
+                "min_count": self.min_count, "space": self.space}

@@ -360,13 +360,15 @@ class RegionSplit:
 def build_region_gan(detector, train_conditions, train_samples, *, r_min=0.0, r_max=None,
                      x_index=0, y_index=1, latent_dim=16, generator_hidden=(256, 256, 256),
                      critic_hidden=(256, 256, 256), critic_steps=4, gradient_penalty=10.0,
-                     n_quantiles=1000, margin=0.1, seed=0, name="region_gan"):
+                     n_quantiles=1000, margin=0.1, seed=0, name="region_gan",
+                     extra_penalties=()):
     """A dense conditional WGAN-GP for the particles of one region (seed 004's recipe).
 
     The critic sees :class:`RadialQuantileTransform` of the samples (the detector's columns and
     r, Gaussianized); the generator emits the detector's columns in Gaussian units and a
     :class:`RegionHead` maps them to physical units inside ``[r_min, r_max)``. Conditions go
     through ``ConditionEncoder.for_detector`` (one-hot species for LUXE), adapted here.
+    ``extra_penalties`` go beside the gradient penalty.
     """
     from ..data.preprocessing import ConditionEncoder
     from . import networks, penalties
@@ -390,5 +392,6 @@ def build_region_gan(detector, train_conditions, train_samples, *, r_min=0.0, r_
     critic = networks.dense_critic((transform.output_width,), encoder.output_width,
                                    hidden=critic_hidden)
     return ConditionalGAN(generator, critic, encoder, transform, latent_dim,
-                          penalties=[penalties.GradientPenalty(gradient_penalty)],
+                          penalties=[penalties.GradientPenalty(gradient_penalty),
+                                     *extra_penalties],
                           critic_steps=critic_steps, seed=seed, output_head=head, name=name)
