@@ -67,6 +67,17 @@ def test_conservation_penalties_measure_sum_e_and_soft_nhits():
         ConservationPenalty("energy")
 
 
+def test_nhits_is_the_exact_count_with_the_soft_gradient():
+    # a cell just under the cut (4.9 % of the peak) counts 0 however wide the soft step
+    fake = tf.Variable([[100.0, 4.9, 6.0, 0.0]])
+    wide = ConservationPenalty("nhits", temperature=0.05)
+    with tf.GradientTape() as tape:
+        count = wide.quantity_per_event(fake)
+    assert count.numpy().tolist() == [2.0]
+    gradient = tape.gradient(count, fake).numpy()[0]
+    assert gradient[1] > 0 and gradient[2] > 0        # more energy there: more hits
+
+
 def test_one_optimizer_instance_for_both_networks_is_refused(mini_calo, mini_data):
     gan = build_conditional_gan(mini_calo, mini_data[0], max_value=100.0, latent_dim=4,
                                 generator_hidden=(8,), critic_hidden=(8,))
