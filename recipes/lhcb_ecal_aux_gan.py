@@ -49,6 +49,8 @@ BAR_ASYMMETRY = 0.05
 #: seed 003's sum_E conservation penalty, here too: without it the generator buys hits and width
 #: with energy (the response runs to its bound, +8 %)
 SUM_E_WEIGHT = 10.0
+#: shower-moment penalty (centres, widths, asymmetries), runs/lhcb_asym of 2026-12-04
+MOMENT_WEIGHT = 10.0
 
 
 def _extra_options(parser):
@@ -59,13 +61,14 @@ def _extra_options(parser):
                         help="width of every hidden layer (default 256; small values for tests)")
     parser.add_argument("--no-library", action="store_true",
                         help="skip the shower-library baseline row")
-    parser.add_argument("--moment-weight", type=float, default=0.0,
+    parser.add_argument("--moment-weight", type=float, default=MOMENT_WEIGHT,
                         help="weight of the shower-moment penalty (batch mean and spread of the "
-                             "energy centres and widths); 0, the default, turns it off")
-    parser.add_argument("--asymmetry-moments", action="store_true",
-                        help="with --moment-weight: also match the asymmetry along and across "
-                             "the incidence direction, computed in the graph "
-                             "(AsymmetryMomentPenalty)")
+                             "energy centres and widths, and of the asymmetry along and across "
+                             "the incidence direction computed in the graph: "
+                             "AsymmetryMomentPenalty; default %(default)s, 0 = off)")
+    parser.add_argument("--no-asymmetry-moments", action="store_true",
+                        help="match the centres and widths only, not the asymmetries "
+                             "(ShowerMomentPenalty)")
 
 
 def asymmetry_metrics(detector, conditions, ref, gen, ref2, gan=None, seed=0) -> list:
@@ -167,7 +170,7 @@ def main(argv=None):
 
     gan = build_model(detector, data, targets, regressor=not args.no_regressor,
                       hidden=args.hidden, seed=args.seed, moment_weight=args.moment_weight,
-                      asymmetry_moments=args.asymmetry_moments)
+                      asymmetry_moments=not args.no_asymmetry_moments)
     optimizers = recipe.wgan_optimizers(settings, learning_rate=2e-4)
     batch_map = None
     if not args.no_regressor:
