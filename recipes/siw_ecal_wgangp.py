@@ -15,8 +15,10 @@ at normal incidence, the three models of seed 003 selected by ``--model``:
     softmax, started at the mean shower);
 (b) ``conservation`` (default, exported as ``siw_ecal_wgangp``): (a) plus the seed's conservation
     penalties on sum_E and nhits, per species
-    (:class:`~ddsim_gan.models.penalties.GroupedConservationPenalty`; nhits made
-    differentiable with the seed's hit, a cell above 5 % of the event's maximum);
+    (:class:`~ddsim_gan.models.penalties.GroupedConservationPenalty`; nhits is the exact count
+    of the seed's hits, cells above 5 % of the event's maximum, with a soft count's gradient),
+    and the same relative penalty on every layer's occupancy and mean energy, per species
+    (:class:`~ddsim_gan.models.penalties.GroupedLayerPenalty`);
 (c) ``conv3d``: the same conditioning, head, critic features and penalties with 3D
     convolutional networks (trained without XLA, which is 40x slower than plain TensorFlow
     for 3D convolutions on CPU).
@@ -63,9 +65,9 @@ PRESETS = {
 CONV3D_FULL_EPOCHS = 20
 BAR_SUM_E, BAR_NHITS, BAR_OCCUPANCY = 0.02, 0.03, 0.05
 #: conservation penalty weights (b, c): relative batch-mean differences squared
-CONSERVATION_WEIGHT = 10.0
+CONSERVATION_WEIGHT = 30.0
 #: per-layer penalties (b, c): occupancy and mean energy of every layer, per species
-OCCUPANCY_WEIGHT, LAYER_ENERGY_WEIGHT = 0.0, 0.0
+OCCUPANCY_WEIGHT, LAYER_ENERGY_WEIGHT = 20.0, 10.0
 SPECIES = ("e-", "pi-")
 
 
