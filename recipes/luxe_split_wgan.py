@@ -54,7 +54,7 @@ LEARNING_RATE = 2e-4
 GENERATOR_LR_FRACTION = 0.5  # 5-min runs: max(metric / bar) inner 1.9, outer 4.7 (1.0: 2.4, 12)
 ARCHITECTURE = dict(latent_dim=16, generator_hidden=(256, 256, 256),
                     critic_hidden=(256, 256, 256), critic_steps=4, gradient_penalty=10.0)
-MOMENT_WEIGHT = 0.0
+MOMENT_WEIGHT = 10.0  # runs/luxe_moments of 2026-12-04
 REGIONS = ("inner", "outer")
 REGION_SHARE = {"inner": 0.5, "outer": 0.5}  # of the epochs and of the time limit
 KL_BAR, W1_BAR, FRACTION_BAR = 0.02, 0.05, 0.01
