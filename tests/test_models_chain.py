@@ -123,6 +123,33 @@ def test_a_single_gan_is_a_chain_with_one_link(darkside_data):
                                          groups=[(1,), (0, 2)], **TINY)
 
 
+def test_each_link_encodes_its_previous_outputs_as_asked(darkside_data):
+    conditions, samples = darkside_data
+    chain = AutoregressiveChain.for_detector(
+        detectors.get("darkside"), conditions, samples,
+        previous=("quantile", "standardize", "quantile"), **TINY)
+    s1 = np.sort(samples[:, 0])
+    link_conditions = np.column_stack([np.full((len(s1), 2), conditions[0]), s1])
+    # the S2 link sees S1 standardized: affine in S1, slope 1 / std(S1)
+    s2_column = keras.ops.convert_to_numpy(chain.links[1].condition_encoder(link_conditions))[:, -1]
+    slope, intercept = np.polyfit(s1, s2_column, 1)
+    np.testing.assert_allclose(slope, 1.0 / s1.std(), rtol=1e-4)
+    np.testing.assert_allclose(intercept, -s1.mean() / s1.std(), atol=1e-4)
+    assert np.abs(s2_column - (slope * s1 + intercept)).max() < 1e-4
+    # the f200 link sees S1 Gaussianized: about standard normal over the training sample
+    f200_columns = keras.ops.convert_to_numpy(chain.links[2].condition_encoder(
+        np.column_stack([conditions, samples[:, :2]])))[:, -2]
+    assert abs(f200_columns.mean()) < 0.05 and abs(f200_columns.std() - 1.0) < 0.1
+    assert np.all(np.diff(keras.ops.convert_to_numpy(chain.links[2].condition_encoder(
+        np.column_stack([link_conditions, np.full(len(s1), samples[0, 1])])))[:, -2]) >= 0)
+    with pytest.raises(ValueError, match="3 links but 2 encodings"):
+        AutoregressiveChain.for_detector(detectors.get("darkside"), conditions, samples,
+                                         previous=("quantile", "standardize"), **TINY)
+    with pytest.raises(ValueError, match="previous outputs are encoded by one of"):
+        AutoregressiveChain.for_detector(detectors.get("darkside"), conditions, samples,
+                                         previous="log", **TINY)
+
+
 def test_a_link_trains_on_real_previous_values(chain, darkside_data):
     link = chain.links[1]
     conditions, target = chain.link_data(*darkside_data, 1)

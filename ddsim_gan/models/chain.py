@@ -9,8 +9,14 @@ increasing complex inputs"). Here link i is a :class:`~ddsim_gan.models.gan.Cond
 whose conditions are the detector's conditions followed by the outputs of the links before it:
 
 * the detector conditions are encoded as for any GAN of the package (one-hot categories, log
-  and standardization of energies); the previous outputs through the quantile columns of the
-  :class:`~ddsim_gan.data.preprocessing.ConditionEncoder` (heavy tails, point masses);
+  and standardization of energies); the previous outputs per link either through the quantile
+  columns of the :class:`~ddsim_gan.data.preprocessing.ConditionEncoder` (``"quantile"``:
+  heavy tails, point masses, and near zero a log-like stretch) or standardized
+  (``"standardize"``: linear in physical units). The choice matters because the standardization
+  below is linear in these columns: DarkSide's S2 depends linearly on S1 at fixed energy
+  (electrons and photons share the quanta), so Gaussianized S1 bends that line at the top of the
+  S1 range; f200's binomial width goes as 1/sqrt(S1), which the quantile columns follow better
+  near S1 = 0 (``docs/darkside_argan.md``);
 * the link's output x goes through a
   :class:`~ddsim_gan.data.preprocessing.ConditionalStandardize`: centred and scaled by a linear
   model of the encoded conditions, r = (x - m(c)) / s(c) (``space="linear"``, the default; or
@@ -72,12 +78,21 @@ class NoiseSlice(keras.layers.Layer):
         return {**super().get_config(), "start": self.start, "stop": self.stop}
 
 
-def link_encoder(n_categories, log, n_previous, n_quantiles=500, name="condition_encoder"):
+PREVIOUS_ENCODINGS = ("quantile", "standardize")
+
+
+def link_encoder(n_categories, log, n_previous, n_quantiles=500, name="condition_encoder",
+                 previous="quantile"):
     """Condition encoder of a link: the detector's columns as given, then ``n_previous``
-    quantile-Gaussianized columns for the outputs of the links before it."""
+    columns for the outputs of the links before it, Gaussianized (``previous="quantile"``) or
+    standardized (``"standardize"``)."""
+    if previous not in PREVIOUS_ENCODINGS:
+        raise ValueError(f"previous outputs are encoded by one of {PREVIOUS_ENCODINGS}, got "
+                         f"{previous!r}")
     n_categories = list(n_categories)
     return ConditionEncoder(n_categories + [0] * n_previous, list(log) + [False] * n_previous,
-                            quantile=[False] * len(n_categories) + [True] * n_previous,
+                            quantile=[False] * len(n_categories)
+                            + [previous == "quantile"] * n_previous,
                             n_quantiles=n_quantiles, name=name, dtype="float32")
 
 
@@ -135,11 +150,13 @@ class AutoregressiveChain:
     @classmethod
     def for_detector(cls, detector, train_conditions, train_samples, *, groups=None,
                      latent_dim=8, n_knots=24, n_quantiles=1000, space="linear", seed=0,
-                     **gan_options):
+                     previous="quantile", **gan_options):
         """Links for a vector detector: by default one per output (the auto-regressive chain);
         ``groups`` lists consecutive output columns per link, e.g. ``[(0, 1, 2)]`` for a single
-        GAN on all outputs. Encoders and standardizers are fitted on the real previous outputs
-        of ``train_samples``; ``gan_options`` go to every
+        GAN on all outputs. ``previous`` is how each link encodes the outputs before it (one
+        of :data:`PREVIOUS_ENCODINGS` for every link, or one per link). Encoders and
+        standardizers are fitted on the real previous outputs of ``train_samples``;
+        ``gan_options`` go to every
         :func:`~ddsim_gan.models.builders.build_vector_gan` (hidden widths, critic steps...)."""
         from .builders import build_vector_gan
 
@@ -153,6 +170,10 @@ class AutoregressiveChain:
             raise ValueError(f"groups {groups} must list the {n_outputs} output columns once, "
                              "in order")
         names = detector.sample_names or tuple(f"x{i}" for i in range(n_outputs))
+        previous = [previous] * len(groups) if isinstance(previous, str) else list(previous)
+        if len(previous) != len(groups):
+            raise ValueError(f"{len(groups)} links but {len(previous)} encodings of their "
+                             f"previous outputs: {previous}")
         gan_options.setdefault("sample_transform", "standardize")
         template = ConditionEncoder.for_detector(detector)
         links, standardizers, link_names = [], [], []
@@ -161,7 +182,8 @@ class AutoregressiveChain:
             conditions, samples = _columns(train_conditions, train_samples, group[0],
                                            group[-1] + 1)
             encoder = link_encoder(template.n_categories, template.log, group[0],
-                                   name=f"condition_encoder_{name}").adapt(conditions)
+                                   name=f"condition_encoder_{name}",
+                                   previous=previous[i]).adapt(conditions)
             standardizer = ConditionalStandardize.for_encoder(
                 encoder, len(group), n_knots=n_knots, n_quantiles=n_quantiles, space=space,
                 name=f"standardize_{name}", dtype="float32")
