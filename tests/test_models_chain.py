@@ -150,6 +150,29 @@ def test_each_link_encodes_its_previous_outputs_as_asked(darkside_data):
                                          previous="log", **TINY)
 
 
+def test_an_output_constraint_ties_columns_and_survives_saving(tmp_path):
+    from ddsim_gan.models.heads import ThresholdTies
+
+    detector = detectors.get("lhcb_rich")
+    conditions, samples = detector.simulate(3000, seed=0)
+    ties = ThresholdTies(5, [(3, 4, 0, 17.7)], name="constraint")
+    single = AutoregressiveChain.for_detector(detector, conditions, samples,
+                                              groups=[(0, 1, 2, 3, 4)], space="quantile",
+                                              constraint=ties, **TINY)
+    generated = single.generate(conditions, seed=4)
+    below = conditions[:, 0] <= 17.7
+    assert below.any() and (~below).any()
+    np.testing.assert_array_equal(generated[below, 3], generated[below, 4])
+    assert np.mean(generated[~below, 3] == generated[~below, 4]) < 0.5
+    single.save(tmp_path)
+    again = AutoregressiveChain.load(tmp_path)
+    assert again.constraint is not None and again.constraint.ties == ties.ties
+    np.testing.assert_allclose(again.generate(conditions, seed=4), generated, rtol=1e-6)
+    with pytest.raises(ValueError, match="name the output constraint 'constraint'"):
+        AutoregressiveChain.for_detector(detector, conditions, samples, groups=[(0, 1, 2, 3, 4)],
+                                         constraint=ThresholdTies(5, [], name="ties"), **TINY)
+
+
 def test_a_link_trains_on_real_previous_values(chain, darkside_data):
     link = chain.links[1]
     conditions, target = chain.link_data(*darkside_data, 1)

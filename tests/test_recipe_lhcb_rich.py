@@ -16,14 +16,23 @@ TINY = ["--quick", "--n-train", "4000", "--n-test", "1000", "--n-val", "1000", "
         "128", "--no-jit"]
 
 
-@pytest.fixture(scope="module")
-def rich_run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("rich_tiny")
+def _run(out, *options):
     completed = subprocess.run(
-        [sys.executable, str(ROOT / "recipes" / "lhcb_rich_gan.py"), *TINY,
+        [sys.executable, str(ROOT / "recipes" / "lhcb_rich_gan.py"), *TINY, *options,
          "--output-dir", str(out)], capture_output=True, text=True, timeout=600, cwd=ROOT)
     assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
     return out
+
+
+@pytest.fixture(scope="module")
+def rich_run(tmp_path_factory):
+    return _run(tmp_path_factory.mktemp("rich_tiny"))
+
+
+@pytest.fixture(scope="module")
+def rich_quantile_run(tmp_path_factory):
+    return _run(tmp_path_factory.mktemp("rich_tiny_quantile"), "--model", "quantile",
+                "--no-plots")
 
 
 def test_bar_in_metrics_and_report(rich_run):
@@ -47,10 +56,14 @@ def test_bar_in_metrics_and_report(rich_run):
     assert [r["name"] for r in metrics["comparison"]["rows"]] == ["GAN", "library (k=10)"]
 
 
-def test_export_serves_dlls_with_exact_threshold_ties(rich_run):
+@pytest.mark.parametrize("model", ["standardized", "quantile"])
+def test_export_serves_dlls_with_exact_threshold_ties(model, request):
     import tensorflow as tf
 
-    version = rich_run / "saved_models" / "lhcb_rich_gan" / "1"
+    run = request.getfixturevalue("rich_run" if model == "standardized" else "rich_quantile_run")
+    assert json.loads((run / "run.json").read_text())["model"] == model
+    assert (run / ("chain.json" if model == "standardized" else "model.keras")).is_file()
+    version = run / "saved_models" / "lhcb_rich_gan" / "1"
     model = tf.saved_model.load(str(version))
     conditions = np.array([[5.0, 3.0, 200.0, 3.0], [12.0, 3.0, 200.0, 4.0],
                            [80.0, 4.0, 500.0, 2.0]] * 10, np.float32)

@@ -33,7 +33,10 @@ whose conditions are the detector's conditions followed by the outputs of the li
 * sampling runs in order, each link conditioned on what the links before it generated.
 
 A link may generate several columns at once: ``groups=[(0, 1, 2)]`` is a single conditional GAN
-on all outputs (the baseline the chain is compared with), trained and exported the same way.
+on all outputs (the baseline the chain is compared with; for the LHCb RICH, a GAN on the five
+DLLs standardized at their conditions), trained and exported the same way. An optional
+``constraint`` layer ``[samples, conditions] -> samples`` imposes what the detector guarantees on
+the assembled physical samples (e.g. :class:`~ddsim_gan.models.heads.ThresholdTies`).
 
 :attr:`AutoregressiveChain.sampler` assembles the whole chain as one functional Keras model
 ``[conditions (N, c), noise (N, sum of the links' latent dims)] -> samples (N, k)`` in physical
@@ -118,9 +121,11 @@ class AutoregressiveChain:
             :class:`~ddsim_gan.data.preprocessing.ConditionalStandardize` that maps its physical
             columns to r, applied to the output of the link's ``condition_encoder``.
         output_names: per link, a name (``"S1"``; ``"S1_S2_f200"`` for a link of three columns).
+        constraint: optional layer ``[samples (N, k), conditions (N, c)] -> samples`` applied
+            to the assembled physical samples (named ``"constraint"`` in the sampler).
     """
 
-    def __init__(self, links, standardizers, output_names=None):
+    def __init__(self, links, standardizers, output_names=None, constraint=None):
         self.links = list(links)
         self.standardizers = list(standardizers)
         if not self.links or len(self.links) != len(self.standardizers):
@@ -144,19 +149,23 @@ class AutoregressiveChain:
                                  f"conditions, expected {self.n_conditions} detector conditions "
                                  f"+ {sum(self.widths)} previous outputs")
             self.widths.append(shape[0])
+        if constraint is not None and constraint.name != "constraint":
+            raise ValueError(f"name the output constraint 'constraint' (got {constraint.name!r}): "
+                             "load() finds it in the saved sampler by that name")
+        self.constraint = constraint
         self._sampler = None
 
     # ---- building ---------------------------------------------------------------------------
     @classmethod
     def for_detector(cls, detector, train_conditions, train_samples, *, groups=None,
                      latent_dim=8, n_knots=24, n_quantiles=1000, space="linear", seed=0,
-                     previous="quantile", **gan_options):
+                     previous="quantile", constraint=None, **gan_options):
         """Links for a vector detector: by default one per output (the auto-regressive chain);
         ``groups`` lists consecutive output columns per link, e.g. ``[(0, 1, 2)]`` for a single
         GAN on all outputs. ``previous`` is how each link encodes the outputs before it (one
         of :data:`PREVIOUS_ENCODINGS` for every link, or one per link). Encoders and
         standardizers are fitted on the real previous outputs of ``train_samples``;
-        ``gan_options`` go to every
+        ``constraint`` is passed to the chain; ``gan_options`` go to every
         :func:`~ddsim_gan.models.builders.build_vector_gan` (hidden widths, critic steps...)."""
         from .builders import build_vector_gan
 
@@ -195,7 +204,7 @@ class AutoregressiveChain:
                                           name=f"link_{name}", **gan_options))
             standardizers.append(standardizer)
             link_names.append(name)
-        return cls(links, standardizers, link_names)
+        return cls(links, standardizers, link_names, constraint=constraint)
 
     def link_data(self, conditions, samples, index):
         """Training pairs of link ``index`` on real data (teacher forcing): its conditions (the
@@ -238,6 +247,8 @@ class AutoregressiveChain:
                 [link_conditions, link_noise]))
         samples = (outputs[0] if len(outputs) == 1
                    else layers.Concatenate(name="samples", dtype="float32")(outputs))
+        if self.constraint is not None:
+            samples = self.constraint([samples, conditions])
         return keras.Model([conditions, noise], samples, name="chain_sampler")
 
     @staticmethod
@@ -295,7 +306,9 @@ class AutoregressiveChain:
         sampler = keras.saving.load_model(directory / "generator.keras")
         standardizers = [sampler.get_layer(f"link_{name}").get_layer(f"standardize_{name}")
                          for name in names]
-        return cls(links, standardizers, names)
+        constraint = next((layer for layer in sampler.layers if layer.name == "constraint"),
+                          None)
+        return cls(links, standardizers, names, constraint=constraint)
 
     def __repr__(self):
         return (f"<AutoregressiveChain {' -> '.join(self.output_names)}, "

@@ -73,6 +73,51 @@ class QuantileHead(keras.layers.Layer):
                 "n_quantiles": self.n_quantiles, "epsilon": self.epsilon}
 
 
+def _checked_ties(ties, n_features, owner):
+    ties = [(int(t), int(s), int(c), float(v)) for t, s, c, v in ties]
+    for target, source, _, _ in ties:
+        if not (0 <= target < n_features and 0 <= source < n_features):
+            raise ValueError(f"{owner}: tie {target} <- {source} outside the {n_features} "
+                             "sample columns")
+    return ties
+
+
+def apply_threshold_ties(samples, conditions, ties, n_features):
+    """``samples[:, target] = samples[:, source]`` wherever ``conditions[:, index] <= threshold``,
+    for each ``(target, source, index, threshold)`` of ``ties``."""
+    columns = [samples[:, j] for j in range(n_features)]
+    for target, source, condition, threshold in ties:
+        below = conditions[:, condition] <= threshold
+        columns[target] = ops.where(below, samples[:, source], columns[target])
+    return ops.stack(columns, axis=1)
+
+
+@keras.saving.register_keras_serializable(package=_PACKAGE)
+class ThresholdTies(keras.layers.Layer):
+    """``[physical samples (N, n), physical conditions] -> samples`` with the columns of ``ties``
+    copied below their thresholds: what :class:`ThresholdTieHead` imposes, for models whose
+    physical samples come from elsewhere (the output constraint of an
+    :class:`~ddsim_gan.models.chain.AutoregressiveChain`). ``ties`` as in
+    :class:`ThresholdTieHead`."""
+
+    def __init__(self, n_features=1, ties=(), **kwargs):
+        super().__init__(**kwargs)
+        self.n_features = int(n_features)
+        self.ties = _checked_ties(ties, self.n_features, "ThresholdTies")
+
+    def call(self, inputs):
+        samples, conditions = inputs
+        return apply_threshold_ties(ops.cast(samples, "float32"), ops.cast(conditions, "float32"),
+                                    self.ties, self.n_features)
+
+    def compute_output_shape(self, input_shapes):
+        return tuple(input_shapes[0])
+
+    def get_config(self):
+        return {**super().get_config(), "n_features": self.n_features,
+                "ties": [list(tie) for tie in self.ties]}
+
+
 @keras.saving.register_keras_serializable(package=_PACKAGE)
 class ThresholdTieHead(QuantileHead):
     """:class:`QuantileHead` whose columns copy another column below a threshold of a condition.
@@ -88,18 +133,10 @@ class ThresholdTieHead(QuantileHead):
 
     def __init__(self, n_features=1, ties=(), n_quantiles=1000, epsilon=1e-4, **kwargs):
         super().__init__(n_features, n_quantiles, epsilon, **kwargs)
-        self.ties = [(int(t), int(s), int(c), float(v)) for t, s, c, v in ties]
-        for target, source, _, _ in self.ties:
-            if not (0 <= target < self.n_features and 0 <= source < self.n_features):
-                raise ValueError(f"ThresholdTieHead: tie {target} <- {source} outside the "
-                                 f"{self.n_features} sample columns")
+        self.ties = _checked_ties(ties, self.n_features, "ThresholdTieHead")
 
     def constrain(self, samples, conditions):
-        columns = [samples[:, j] for j in range(self.n_features)]
-        for target, source, condition, threshold in self.ties:
-            below = conditions[:, condition] <= threshold
-            columns[target] = ops.where(below, samples[:, source], columns[target])
-        return ops.stack(columns, axis=1)
+        return apply_threshold_ties(samples, conditions, self.ties, self.n_features)
 
     def get_config(self):
         return {**super().get_config(), "ties": [list(tie) for tie in self.ties]}
