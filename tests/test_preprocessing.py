@@ -32,6 +32,17 @@ def test_standardize_inverts_and_has_unit_scale(x):
     np.testing.assert_allclose(y.std(axis=0)[spread], 1.0, rtol=1e-2)
 
 
+def test_standardize_keeps_unit_scale_for_spreads_float32_cannot_divide_by():
+    tiny = np.finfo(np.float32).tiny                      # 1.2e-38, the smallest normal
+    x = np.float32([[0.0, 1000.0, 5.0], [tiny, 1000.0 + 6e-5, 6.0], [tiny, 1000.0, 7.0]])
+    layer = Standardize((3,)).adapt(x)
+    np.testing.assert_array_equal(_np(layer.std)[:2], [1.0, 1.0])
+    y = _np(layer(x))
+    assert np.isfinite(y).all()
+    np.testing.assert_allclose(y[:, 2], [-1.2247449, 0.0, 1.2247449], rtol=1e-6)
+    np.testing.assert_allclose(_np(layer(y, inverse=True)), x, rtol=1e-6, atol=1e-30)
+
+
 def test_quantile_transform_gaussianizes_and_inverts_inside_its_range():
     rng = np.random.default_rng(0)
     data = np.stack([rng.lognormal(0, 2, 20_000), rng.uniform(-3, 7, 20_000)], 1)

@@ -57,6 +57,14 @@ class LogScale(InvertibleTransform):
 
 
 @keras.saving.register_keras_serializable(package=_PACKAGE)
+def _usable_scale(std, mean):
+    """``std`` as float32, 1 where it is no spread float32 can divide by: a constant feature, or
+    one whose spread is below the float32 resolution of its values or denormal (dividing by a
+    denormal spread overflows to inf and NaN)."""
+    floor = np.maximum(np.abs(mean) * np.finfo(np.float32).eps, np.sqrt(np.finfo(np.float32).tiny))
+    return np.where(std > floor, std, 1.0).astype("float32")
+
+
 class Standardize(InvertibleTransform):
     """y = (x - mean) / std per feature (last axes given by ``feature_shape``), fitted by ``adapt``."""
 
@@ -70,10 +78,9 @@ class Standardize(InvertibleTransform):
 
     def adapt(self, data):
         data = np.asarray(data, dtype=np.float64)
-        std = data.std(axis=0)
-        self.mean.assign(data.mean(axis=0).astype("float32"))
-        # A constant feature keeps unit scale instead of dividing by zero.
-        self.std.assign(np.where(std > 0, std, 1.0).astype("float32"))
+        mean, std = data.mean(axis=0), data.std(axis=0)
+        self.mean.assign(mean.astype("float32"))
+        self.std.assign(_usable_scale(std, mean))
         return self
 
     def forward(self, x):
@@ -218,9 +225,9 @@ class ConditionEncoder(keras.layers.Layer):
         continuous = self._standardized(ops.convert_to_tensor(conditions))
         if continuous is not None:
             values = ops.convert_to_numpy(continuous).astype(np.float64)
-            std = values.std(axis=0)
-            self.mean.assign(values.mean(axis=0).astype("float32"))
-            self.std.assign(np.where(std > 0, std, 1.0).astype("float32"))
+            mean, std = values.mean(axis=0), values.std(axis=0)
+            self.mean.assign(mean.astype("float32"))
+            self.std.assign(_usable_scale(std, mean))
         if self.quantiles is not None:
             self.quantiles.adapt(conditions[:, self._columns("quantile")])
         return self
@@ -286,7 +293,10 @@ class ConditionalStandardize(keras.layers.Layer):
     hat functions on ``n_knots`` equally spaced knots of one continuous column (the energy),
     times the one-hot columns of each categorical condition, times an intercept and the other
     continuous columns (the previous outputs of an auto-regressive chain): a varying-coefficient
-    model, linear in the previous outputs with energy-dependent slopes. :meth:`adapt` fits m by
+    model, linear in the previous outputs with energy-dependent slopes. ``additive_columns`` add
+    to phi, per category, ``n_additive_knots`` hat functions of each of those columns: a
+    piecewise-linear term in a condition whose effect is not linear (the LHCb RICH's eta, where
+    the rings leave the radiators' acceptance). :meth:`adapt` fits m by
     (ridge) least squares and log s^2 by least squares on the log of the squared residuals,
     rescaled so that r has unit variance.
 
@@ -309,10 +319,13 @@ class ConditionalStandardize(keras.layers.Layer):
         linear_columns: encoded columns entering linearly.
         n_knots: number of hat functions.
         space: ``"linear"`` or ``"quantile"`` (see above).
+        additive_columns: encoded continuous columns with an additive piecewise-linear term.
+        n_additive_knots: hat functions per additive column.
     """
 
     def __init__(self, n_features=1, knot_column=0, category_groups=(), linear_columns=(),
-                 n_knots=24, n_quantiles=1000, ridge=1e-6, space="quantile", **kwargs):
+                 n_knots=24, n_quantiles=1000, ridge=1e-6, space="quantile",
+                 additive_columns=(), n_additive_knots=8, **kwargs):
         super().__init__(**kwargs)
         self.n_features = int(n_features)
         self.knot_column = int(knot_column)
@@ -327,9 +340,15 @@ class ConditionalStandardize(keras.layers.Layer):
             raise ValueError(f"ConditionalStandardize: space must be 'linear' or 'quantile', "
                              f"got {space!r}")
         self.space = space
-        width = self.n_knots * (1 + len(self.linear_columns))
-        for group in self.category_groups:
-            width *= len(group)
+        self.additive_columns = [int(i) for i in additive_columns]
+        self.n_additive_knots = int(n_additive_knots)
+        if self.additive_columns and self.n_additive_knots < 2:
+            raise ValueError(f"ConditionalStandardize: n_additive_knots must be >= 2, got "
+                             f"{n_additive_knots}")
+        n_categories = int(np.prod([len(group) for group in self.category_groups]))
+        self.n_tensor_basis = self.n_knots * (1 + len(self.linear_columns)) * n_categories
+        width = self.n_tensor_basis + (len(self.additive_columns) * self.n_additive_knots
+                                       * n_categories)
         self.n_basis = width
         self.quantile = QuantileTransform(self.n_features, self.n_quantiles, name="quantile",
                                           dtype=self.dtype_policy)
@@ -340,43 +359,66 @@ class ConditionalStandardize(keras.layers.Layer):
         self.knots = self.add_weight(shape=(self.n_knots,), trainable=False, name="knots",
                                      initializer=keras.initializers.Constant(
                                          np.linspace(-1.0, 1.0, self.n_knots)))
+        if self.additive_columns:   # only then: models saved before this option still load
+            self.additive_knots = self.add_weight(
+                shape=(len(self.additive_columns), self.n_additive_knots), trainable=False,
+                name="additive_knots", initializer=keras.initializers.Constant(np.tile(
+                    np.linspace(-1.0, 1.0, self.n_additive_knots),
+                    (len(self.additive_columns), 1))))
         self.mean_coef = self.add_weight(shape=(width, self.n_features), initializer="zeros",
                                          trainable=False, name="mean_coef")
         self.log_var_coef = self.add_weight(shape=(width, self.n_features), initializer="zeros",
                                             trainable=False, name="log_var_coef")
 
     @classmethod
-    def for_encoder(cls, encoder, n_features, **kwargs):
+    def for_encoder(cls, encoder, n_features, additive_conditions=(), **kwargs):
         """Columns from a :class:`ConditionEncoder`: knots on its first continuous column, one
-        group per categorical condition, the remaining continuous columns linear."""
-        groups, continuous, start = [], [], 0
-        for k in encoder.n_categories:
+        group per categorical condition, the remaining continuous columns linear; the encoder
+        inputs ``additive_conditions`` (continuous) also get an additive piecewise-linear term."""
+        groups, continuous, start, encoded_column = [], [], 0, {}
+        for i, k in enumerate(encoder.n_categories):
             if k:
                 groups.append(list(range(start, start + k)))
             else:
                 continuous.append(start)
+                encoded_column[i] = start
             start += k if k else 1
         if not continuous:
             raise ValueError("ConditionalStandardize needs at least one continuous condition")
-        return cls(n_features, continuous[0], groups, continuous[1:], **kwargs)
+        unknown = [i for i in additive_conditions if i not in encoded_column]
+        if unknown:
+            raise ValueError(f"ConditionalStandardize: additive conditions {unknown} are not "
+                             f"continuous inputs of the encoder ({sorted(encoded_column)} are)")
+        return cls(n_features, continuous[0], groups, continuous[1:],
+                   additive_columns=[encoded_column[i] for i in additive_conditions], **kwargs)
+
+    @staticmethod
+    def _hats(value, knots, n_knots):
+        spacing = (knots[-1] - knots[0]) / (n_knots - 1)
+        value = ops.clip(value, knots[0], knots[-1])
+        return ops.relu(1.0 - ops.abs(value[:, None] - knots[None, :]) / spacing)
+
+    def _times(self, basis, width, factors):
+        for factor in factors:
+            width *= factor.shape[1]
+            basis = ops.reshape(basis[:, :, None] * factor[:, None, :], (-1, width))
+        return basis
 
     def features(self, encoded):
         """The basis phi(c), ``[N, n_basis]``."""
         encoded = ops.cast(encoded, "float32")
-        knots = ops.cast(self.knots, "float32")
-        spacing = (knots[-1] - knots[0]) / (self.n_knots - 1)
-        value = ops.clip(encoded[:, self.knot_column], knots[0], knots[-1])
-        basis = ops.relu(1.0 - ops.abs(value[:, None] - knots[None, :]) / spacing)
+        categories = [ops.concatenate([encoded[:, i:i + 1] for i in group], axis=1)
+                      for group in self.category_groups]
+        value = encoded[:, self.knot_column]
         linear = ops.concatenate([ops.ones_like(value[:, None])]
                                  + [encoded[:, i:i + 1] for i in self.linear_columns], axis=1)
-        width = self.n_knots
-        for group in [*self.category_groups, None]:
-            factor = linear if group is None else ops.concatenate(
-                [encoded[:, i:i + 1] for i in group], axis=1)
-            size = (1 + len(self.linear_columns)) if group is None else len(group)
-            width *= size
-            basis = ops.reshape(basis[:, :, None] * factor[:, None, :], (-1, width))
-        return basis
+        blocks = [self._times(self._hats(value, ops.cast(self.knots, "float32"), self.n_knots),
+                              self.n_knots, [*categories, linear])]
+        for a, column in enumerate(self.additive_columns):
+            hats = self._hats(encoded[:, column], ops.cast(self.additive_knots[a], "float32"),
+                              self.n_additive_knots)
+            blocks.append(self._times(hats, self.n_additive_knots, categories))
+        return blocks[0] if len(blocks) == 1 else ops.concatenate(blocks, axis=1)
 
     def _moments(self, encoded):
         basis = self.features(encoded)
@@ -397,6 +439,10 @@ class ConditionalStandardize(keras.layers.Layer):
         column = encoded[:, self.knot_column]
         self.knots.assign(np.linspace(column.min(), column.max(), self.n_knots)
                           .astype("float32"))
+        if self.additive_columns:
+            self.additive_knots.assign(np.stack([
+                np.linspace(encoded[:, c].min(), encoded[:, c].max(), self.n_additive_knots)
+                for c in self.additive_columns]).astype("float32"))
         basis = ops.convert_to_numpy(self.features(encoded)).astype(np.float64)
         y = ops.convert_to_numpy(self._to_space(samples)).astype(np.float64)
         gram = basis.T @ basis
@@ -406,7 +452,9 @@ class ConditionalStandardize(keras.layers.Layer):
         log_var_coef = np.linalg.solve(gram, basis.T @ np.log(residual ** 2 + 1e-4))
         # calibrate: unit variance of r (log-chi^2 regression is biased low)
         ratio = np.mean(residual ** 2 / np.exp(basis @ log_var_coef), axis=0)
+        # the tensor block's intercepts sum to one in every row (hats x one-hot categories)
         intercept = np.arange(len(gram)) % (1 + len(self.linear_columns)) == 0
+        intercept[self.n_tensor_basis:] = False
         log_var_coef[intercept] += np.log(ratio)[None, :]
         self.mean_coef.assign(mean_coef.astype("float32"))
         self.log_var_coef.assign(log_var_coef.astype("float32"))
@@ -439,4 +487,6 @@ class ConditionalStandardize(keras.layers.Layer):
         return {**super().get_config(), "n_features": self.n_features,
                 "knot_column": self.knot_column, "category_groups": self.category_groups,
                 "linear_columns": self.linear_columns, "n_knots": self.n_knots,
-                "n_quantiles": self.n_quantiles, "ridge": self.ridge, "space": self.space}
+                "n_quantiles": self.n_quantiles, "ridge": self.ridge, "space": self.space,
+                "additive_columns": self.additive_columns,
+                "n_additive_knots": self.n_additive_knots}
