@@ -56,7 +56,6 @@ class LogScale(InvertibleTransform):
         return {**super().get_config(), "scale": self.scale, "norm": self.norm}
 
 
-@keras.saving.register_keras_serializable(package=_PACKAGE)
 def _usable_scale(std, mean):
     """``std`` as float32, 1 where it is no spread float32 can divide by: a constant feature, or
     one whose spread is below the float32 resolution of its values or denormal (dividing by a
@@ -65,6 +64,7 @@ def _usable_scale(std, mean):
     return np.where(std > floor, std, 1.0).astype("float32")
 
 
+@keras.saving.register_keras_serializable(package=_PACKAGE)
 class Standardize(InvertibleTransform):
     """y = (x - mean) / std per feature (last axes given by ``feature_shape``), fitted by ``adapt``."""
 
