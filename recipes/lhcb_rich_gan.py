@@ -69,6 +69,8 @@ EDGES = {0: (2.0, 8.4, 35.6, 150.0), 1: (1.8, 2.85, 3.4, 5.5), 2: (0.0, 180.0, 3
 SPECIES_INDEX = 3
 MODELS = ("standardized", "quantile")
 N_KNOTS = 24
+ETA_KNOTS = 0
+ETA_INDEX = 1
 
 
 def threshold_ties(detector):
@@ -90,6 +92,9 @@ def _extra(parser):
     parser.add_argument("--n-knots", type=int, default=N_KNOTS,
                         help="standardized model: knots in log P of the conditional mean and "
                         "width (default %(default)s)")
+    parser.add_argument("--eta-knots", type=int, default=ETA_KNOTS,
+                        help="standardized model: knots of an additive term in eta per species "
+                        "(the acceptance edges; default %(default)s, 0 = linear in eta only)")
     parser.add_argument("--learning-rate", type=float, default=LEARNING_RATE,
                         help="initial Adam learning rate of both networks (cosine decay "
                         "to a tenth over the planned steps; default %(default)g)")
@@ -124,6 +129,9 @@ def _settings(args, recipe):
         raise SystemExit(f"{RECIPE}: --learning-rate {args.learning_rate}, expected > 0")
     if args.n_knots < 2:
         raise SystemExit(f"{RECIPE}: --n-knots {args.n_knots}, expected at least 2")
+    if args.eta_knots == 1 or args.eta_knots < 0:
+        raise SystemExit(f"{RECIPE}: --eta-knots {args.eta_knots}, expected 0 (off) or at "
+                         "least 2")
     if settings["batch_size"] % ARCHITECTURE["critic_steps"]:
         raise SystemExit(f"{RECIPE}: --batch-size {settings['batch_size']} must be a multiple of "
                          f"the {ARCHITECTURE['critic_steps']} critic steps")
@@ -224,7 +232,8 @@ def train_standardized(detector, data, settings, args):
     """One conditional WGAN on the five DLLs standardized at their conditions (a chain of one
     link, :mod:`ddsim_gan.models.chain`): r = (Q(x) - m(c)) / s(c), Q each DLL's quantile
     transform, m and log s^2 piecewise linear in log P per species and linear in eta and
-    nSPDHits; the ties imposed on the physical DLLs. Returns the chain and the fit history."""
+    nSPDHits (plus, with ``--eta-knots``, piecewise linear in eta per species); the ties imposed
+    on the physical DLLs. Returns the chain and the fit history."""
     from ddsim_gan import recipe
     from ddsim_gan.models.chain import AutoregressiveChain
     from ddsim_gan.models.heads import ThresholdTies
@@ -234,7 +243,9 @@ def train_standardized(detector, data, settings, args):
             ThresholdTies(n_outputs, threshold_ties(detector), name="constraint"))
     chain = AutoregressiveChain.for_detector(
         detector, data.train_conditions, data.train_samples, groups=[tuple(range(n_outputs))],
-        space="quantile", n_knots=args.n_knots, seed=args.seed, constraint=ties, **ARCHITECTURE)
+        space="quantile", n_knots=args.n_knots, seed=args.seed, constraint=ties,
+        additive_conditions=(ETA_INDEX,) if args.eta_knots else (),
+        n_additive_knots=max(args.eta_knots, 2), **ARCHITECTURE)
     gan = chain.links[0]
     gan.compile(**recipe.wgan_optimizers(settings, learning_rate=args.learning_rate,
                                          generator_fraction=args.generator_lr_fraction),

@@ -159,12 +159,15 @@ class AutoregressiveChain:
     @classmethod
     def for_detector(cls, detector, train_conditions, train_samples, *, groups=None,
                      latent_dim=8, n_knots=24, n_quantiles=1000, space="linear", seed=0,
-                     previous="quantile", constraint=None, **gan_options):
+                     previous="quantile", constraint=None, additive_conditions=(),
+                     n_additive_knots=8, **gan_options):
         """Links for a vector detector: by default one per output (the auto-regressive chain);
         ``groups`` lists consecutive output columns per link, e.g. ``[(0, 1, 2)]`` for a single
         GAN on all outputs. ``previous`` is how each link encodes the outputs before it (one
         of :data:`PREVIOUS_ENCODINGS` for every link, or one per link). Encoders and
         standardizers are fitted on the real previous outputs of ``train_samples``;
+        ``additive_conditions`` (detector condition indices) get an additive piecewise-linear
+        term of ``n_additive_knots`` knots in every standardizer.
         ``constraint`` is passed to the chain; ``gan_options`` go to every
         :func:`~ddsim_gan.models.builders.build_vector_gan` (hidden widths, critic steps...)."""
         from .builders import build_vector_gan
@@ -195,6 +198,7 @@ class AutoregressiveChain:
                                    previous=previous[i]).adapt(conditions)
             standardizer = ConditionalStandardize.for_encoder(
                 encoder, len(group), n_knots=n_knots, n_quantiles=n_quantiles, space=space,
+                additive_conditions=additive_conditions, n_additive_knots=n_additive_knots,
                 name=f"standardize_{name}", dtype="float32")
             encoded = keras.ops.convert_to_numpy(encoder(conditions))
             standardizer.adapt(samples, encoded)
