@@ -99,10 +99,10 @@ MOMENT_OPTIONS = dict(condition_index=0, category_index=1, pairs=((0, 1),), min_
 #: weight of the per-bin moment penalty (chain and single; 0 = off)
 BINNED_MOMENT_WEIGHT = 0.0
 #: how each chain link encodes the outputs before it (``--previous-encoding auto``): S2 depends
-#: linearly on S1 at fixed energy, so its link sees S1 standardized (teacher-forced S2 link,
-#: 3 000 steps: worst-bin S2 width 0.050 -> 0.030, S1-S2 correlation 0.054 -> 0.017); f200's
-#: binomial width goes as 1/sqrt(S1), which the Gaussianized S1 follows near zero (standardized:
-#: worst f200 width 0.026 -> 0.092 at 5 keV ER).
+#: linearly on S1 at fixed energy, so its link sees S1 standardized (the S2 link alone,
+#: ``tools/chain_link_study.py``, 3 000 steps: worst-bin width 0.048 -> 0.030, S1-S2
+#: correlation 0.049 -> 0.025); for f200 the two encodings differ by less than run-to-run noise
+#: (0.048 / 0.041 in one pair of runs, 0.026 / 0.092 in another), and it keeps the Gaussianized one.
 PREVIOUS_ENCODING = {"S2": "standardize", "f200": "quantile"}
 
 

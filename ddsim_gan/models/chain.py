@@ -15,8 +15,7 @@ whose conditions are the detector's conditions followed by the outputs of the li
   (``"standardize"``: linear in physical units). The choice matters because the standardization
   below is linear in these columns: DarkSide's S2 depends linearly on S1 at fixed energy
   (electrons and photons share the quanta), so Gaussianized S1 bends that line at the top of the
-  S1 range; f200's binomial width goes as 1/sqrt(S1), which the quantile columns follow better
-  near S1 = 0 (``docs/darkside_argan.md``);
+  S1 range (``docs/darkside_argan.md``);
 * the link's output x goes through a
   :class:`~ddsim_gan.data.preprocessing.ConditionalStandardize`: centred and scaled by a linear
   model of the encoded conditions, r = (x - m(c)) / s(c) (``space="linear"``, the default; or
