@@ -398,7 +398,9 @@ class ConditionalStandardize(keras.layers.Layer):
         value = ops.clip(value, knots[0], knots[-1])
         return ops.relu(1.0 - ops.abs(value[:, None] - knots[None, :]) / spacing)
 
-    def _times(self, basis, width, factors):
+    @staticmethod
+    def _times(basis, width, factors):
+        """Row-wise tensor product of ``basis`` ([N, width]) with each factor in turn."""
         for factor in factors:
             width *= factor.shape[1]
             basis = ops.reshape(basis[:, :, None] * factor[:, None, :], (-1, width))
