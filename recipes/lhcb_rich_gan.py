@@ -105,7 +105,8 @@ def _extra(parser):
                         help="let the generator learn RichDLLk/p == RichDLLbt below the kaon/"
                         "proton Cherenkov thresholds instead of imposing it in the output head")
     for key, text in (("n_test", "tracks for the standard evaluation"),
-                      ("n_val", "validation tracks (per-epoch metrics, model choice)"),
+                      ("n_val", "quantile model: validation tracks (per-epoch metrics, "
+                       "model choice)"),
                       ("n_bar", "tracks for the efficiency-ratio bar"),
                       ("library_size", "tracks stored in the library baseline")):
         parser.add_argument(f"--{key.replace('_', '-')}", type=int, help=f"{text} "
@@ -326,11 +327,6 @@ def main(argv=None):
     seeds = np.random.SeedSequence(args.seed).spawn(6)
     if args.data:
         data = recipe.prepare_data(detector, args, settings)
-        # validation tracks from the user's training split, not the simulator
-        n_val = max(1, min(settings["n_val"], len(data.train_conditions) // 5))
-        val_conditions, val_samples = data.train_conditions[-n_val:], data.train_samples[-n_val:]
-        data.train_conditions = data.train_conditions[:-n_val]
-        data.train_samples = data.train_samples[:-n_val]
     else:
         print(f"simulating {settings['n_train']:,} training tracks (species balanced) ...",
               flush=True)
@@ -338,12 +334,21 @@ def main(argv=None):
         test = balanced_tracks(detector, settings["n_test"], seeds[1])
         floor = balanced_tracks(detector, 0, seeds[2], conditions=test[0])[1]
         data = recipe.RecipeData(*train, *test, floor, "reference simulator (species balanced)")
-        val_conditions, val_samples = balanced_tracks(detector, settings["n_val"], seeds[3])
 
     # ---- model --------------------------------------------------------------------------------
     if args.model == "standardized":
         gan, history = train_standardized(detector, data, settings, args)
     else:
+        # validation tracks (per-epoch metrics, model choice): from the user's training split,
+        # not the simulator, when training on their data
+        if args.data:
+            n_val = max(1, min(settings["n_val"], len(data.train_conditions) // 5))
+            val_conditions = data.train_conditions[-n_val:]
+            val_samples = data.train_samples[-n_val:]
+            data.train_conditions = data.train_conditions[:-n_val]
+            data.train_samples = data.train_samples[:-n_val]
+        else:
+            val_conditions, val_samples = balanced_tracks(detector, settings["n_val"], seeds[3])
         gan, history = train_quantile(detector, data, settings, args, val_conditions,
                                       val_samples)
 
