@@ -30,8 +30,8 @@ def rich_run(tmp_path_factory):
 
 
 @pytest.fixture(scope="module")
-def rich_quantile_run(tmp_path_factory):
-    return _run(tmp_path_factory.mktemp("rich_tiny_quantile"), "--model", "quantile",
+def rich_standardized_run(tmp_path_factory):
+    return _run(tmp_path_factory.mktemp("rich_tiny_standardized"), "--model", "standardized",
                 "--no-plots")
 
 
@@ -56,11 +56,11 @@ def test_bar_in_metrics_and_report(rich_run):
     assert [r["name"] for r in metrics["comparison"]["rows"]] == ["GAN", "library (k=10)"]
 
 
-@pytest.mark.parametrize("model", ["standardized", "quantile"])
+@pytest.mark.parametrize("model", ["quantile", "standardized"])
 def test_export_serves_dlls_with_exact_threshold_ties(model, request):
     import tensorflow as tf
 
-    run = request.getfixturevalue("rich_run" if model == "standardized" else "rich_quantile_run")
+    run = request.getfixturevalue("rich_run" if model == "quantile" else "rich_standardized_run")
     assert json.loads((run / "run.json").read_text())["model"] == model
     assert (run / ("chain.json" if model == "standardized" else "model.keras")).is_file()
     version = run / "saved_models" / "lhcb_rich_gan" / "1"
