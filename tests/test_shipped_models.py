@@ -16,6 +16,15 @@ def test_the_darkshine_model_is_shipped():
     assert any(p.parent.name == "darkshine_nnls_cgan" for p in SHIPPED)
 
 
+def test_every_version_directory_is_a_savedmodel():
+    # TF Serving loads saved_models/<name>/<version>/saved_model.pb; a version nested one level
+    # deeper (a copy into an existing directory) would be skipped by the tests below
+    base = Path(__file__).resolve().parents[1] / "saved_models"
+    versions = [p for p in base.glob("*/*") if p.is_dir()]
+    assert versions and all(p.name.isdigit() for p in versions)
+    assert [p for p in versions if not (p / "saved_model.pb").is_file()] == []
+
+
 @pytest.mark.parametrize("model_dir", SHIPPED, ids=[f"{p.parent.name}/{p.name}" for p in SHIPPED])
 def test_shipped_model_serves_reproducibly(model_dir):
     import tensorflow as tf
