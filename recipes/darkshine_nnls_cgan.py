@@ -10,7 +10,8 @@ shape. The NNLS penalty (DESIGN.md) ties the generator's response to the observe
 spectrum during training; afterwards NNLS unfolds the condition spectrum from the observed one,
 and sampling from it reproduces the observed spectrum without knowing p(E). A shower-moment
 penalty matches each batch's energy centres, widths, layer energies, hit counts and their
-correlations to the reference (docs/darkshine_nnls_cgan.md).
+correlations to the reference; optionally a second critic judges those observables jointly
+(docs/darkshine_nnls_cgan.md).
 
 Writes to the output directory: ``data/`` (training shards), ``logs/`` (TensorBoard),
 ``metrics.json``, ``report.md``, ``plots/``, ``spectrum.json``, ``generator.keras`` (the sampler,
@@ -64,6 +65,10 @@ def main(argv=None):
         parser.add_argument("--correlation-weight", type=float, default=30.0,
                             help="with --moment-weight: weight of the mismatch of the "
                                  "observables' correlation matrix")
+        parser.add_argument("--observable-critic-weight", type=float, default=0.0,
+                            help="weight of a second WGAN-GP critic that sees only the "
+                                 "standardized shower observables (centres, widths, layer "
+                                 "energies, hits) and the energy; 0 leaves it out")
         parser.add_argument("--threshold-band", type=float, default=0.5,
                             help="components: pass the gradient straight through for cells "
                                  "within this fraction below the readout threshold")
@@ -75,6 +80,7 @@ def main(argv=None):
     from ddsim_gan.detectors import darkshine
     from ddsim_gan.evaluation import MetricMonitor, evaluate
     from ddsim_gan.models.builders import build_conditional_gan
+    from ddsim_gan.models.observable_critic import with_observable_critic
     from ddsim_gan.models.penalties import NNLSPenalty, ShowerMomentPenalty
     from ddsim_gan.models.spectrum import ConditionSpectrum
 
@@ -100,6 +106,10 @@ def main(argv=None):
                                 noise_sigma=darkshine.NOISE_SIGMA_MEV,
                                 photostat=1.0 / darkshine.PHOTOELECTRONS_PER_MEV,
                                 exact_energy=True, threshold_band=args.threshold_band)
+    if args.observable_critic_weight > 0:
+        observables = ShowerMomentPenalty.for_detector(detector, weight=0.0, hits=True)
+        gan = with_observable_critic(gan, observables, data.train_samples,
+                                     data.train_conditions, weight=args.observable_critic_weight)
     # XLA:CPU makes the components' step four times slower (measured: 1.0 s against 0.25 s)
     gan.compile(**recipe.wgan_optimizers(settings, learning_rate=2e-4),
                 jit_compile=not args.no_jit and args.architecture != "components")

@@ -66,6 +66,10 @@ def _extra_options(parser):
                              "energy centres and widths, and of the asymmetry along and across "
                              "the incidence direction computed in the graph: "
                              "AsymmetryMomentPenalty; default %(default)s, 0 = off)")
+    parser.add_argument("--observable-critic-weight", type=float, default=0.0,
+                        help="weight of a second WGAN-GP critic that sees only the standardized "
+                             "centres, widths and asymmetries and the conditions "
+                             "(ddsim_gan.models.observable_critic); 0 leaves it out")
     parser.add_argument("--no-asymmetry-moments", action="store_true",
                         help="match the centres and widths only, not the asymmetries "
                              "(ShowerMomentPenalty)")
@@ -120,7 +124,7 @@ def asymmetry_plots(detector, conditions, ref, gen, plot_dir) -> list[str]:
 
 
 def build_model(detector, data, train_targets, regressor=True, hidden=None, seed=0,
-                moment_weight=0.0, asymmetry_moments=False):
+                moment_weight=0.0, asymmetry_moments=False, observable_critic_weight=0.0):
     from ddsim_gan.data.geometry_encoders import ImpactPointEncoder
     from ddsim_gan.detectors import lhcb_ecal
     from ddsim_gan.models.auxiliary import build_auxiliary_gan
@@ -136,13 +140,21 @@ def build_model(detector, data, train_targets, regressor=True, hidden=None, seed
         penalties.append(ShowerMomentPenalty.for_detector(detector, weight=moment_weight))
     encoder = ImpactPointEncoder.for_detector(detector, name="condition_encoder",
                                               dtype="float32")
-    return build_auxiliary_gan(
+    gan = build_auxiliary_gan(
         detector, data.train_conditions, data.train_samples, train_targets,
         condition_encoder=encoder, regressor=regressor, energy_condition="pz",
         generator_hidden=(width, width), critic_hidden=(width, width),
         regressor_hidden=(width, width // 2), critic_steps=4,
         readout_noise=lhcb_ecal.NOISE_MEV,
         extra_penalties=penalties, seed=seed)
+    if observable_critic_weight > 0:
+        from ddsim_gan.models.impact_moments import AsymmetryMomentPenalty
+        from ddsim_gan.models.observable_critic import with_observable_critic
+
+        observables = AsymmetryMomentPenalty.for_lhcb_ecal(detector, weight=0.0)
+        gan = with_observable_critic(gan, observables, data.train_samples,
+                                     data.train_conditions, weight=observable_critic_weight)
+    return gan
 
 
 def main(argv=None):
@@ -170,7 +182,8 @@ def main(argv=None):
 
     gan = build_model(detector, data, targets, regressor=not args.no_regressor,
                       hidden=args.hidden, seed=args.seed, moment_weight=args.moment_weight,
-                      asymmetry_moments=not args.no_asymmetry_moments)
+                      asymmetry_moments=not args.no_asymmetry_moments,
+                      observable_critic_weight=args.observable_critic_weight)
     optimizers = recipe.wgan_optimizers(settings, learning_rate=2e-4)
     batch_map = None
     if not args.no_regressor:

@@ -18,7 +18,8 @@ from . import chain as _chain  # noqa: F401  (NoiseSlice; auto-regressive chain)
 
 _LAZY = {"ConditionalGAN": "gan", "build_conditional_gan": "builders",
          "build_vector_gan": "builders", "AutoregressiveChain": "chain",
-         "ConditionalFlow": "flow", "AuxiliaryRegressorGAN": "auxiliary"}
+         "ConditionalFlow": "flow", "AuxiliaryRegressorGAN": "auxiliary",
+         "ObservableCriticGAN": "observable_critic"}
 
 
 def load_generator(path):
@@ -38,4 +39,4 @@ def __getattr__(name):
 
 
 __all__ = ["AutoregressiveChain", "ConditionalFlow", "ConditionalGAN",
-           "build_conditional_gan", "build_vector_gan", "load_generator"]
+           "ObservableCriticGAN", "build_conditional_gan", "build_vector_gan", "load_generator"]

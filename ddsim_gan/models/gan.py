@@ -211,6 +211,10 @@ class ConditionalGAN(keras.Model):
 
     def critic_step(self, conditions, encoded, real):
         fake = tf.stop_gradient(self.generate_normalized(encoded, conditions, training=True))
+        return self.update_critic(conditions, encoded, real, fake)
+
+    def update_critic(self, conditions, encoded, real, fake):
+        """One critic update on a chunk of real and (already generated) fake samples."""
         with tf.GradientTape() as tape:
             real_scores = tf.cast(self._critic_scores(real, encoded), tf.float32)
             fake_scores = tf.cast(self._critic_scores(fake, encoded), tf.float32)

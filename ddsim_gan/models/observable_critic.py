@@ -1,0 +1,260 @@
+"""A second critic that sees only the shower observables a physicist compares.
+
+The image critic's gradient penalty bounds its slope in the space of the cells, where a
+parametric generator's showers differ from the reference in many small ways at once; what a
+classifier two-sample test on the high-level observables (energy centres, widths, layer
+energies, hit count) sees is their *joint* distribution, which matching their batch moments and
+correlations leaves free (docs/darkshine_nnls_cgan.md). So a second WGAN-GP critic E works in
+the space of the standardized observables q(x) and the encoded conditions c:
+
+    critic E:   L_E = E[E(q_fake, c)] - E[E(q_real, c)] + lambda E[(||grad_q E(q_hat, c)|| - 1)^2]
+    generator:  L_G += w * (-E[E(q(G(z, c)), c)])
+
+q_hat = u q_real + (1 - u) q_fake, u ~ U[0, 1] (WGAN-GP, I. Gulrajani et al., arXiv:1704.00028,
+eq. 3); its Lipschitz bound is in units of each observable's spread, so a shift of a tenth of a
+sigma in one observable, or a wrong dependence between two, moves its score as much as anything
+else would. CaloGAN's critic (arXiv:1705.02355) *adds* such features to the image; here they
+get a critic of their own, the way a jet-substructure GAN adds a critic on the substructure
+variables. The generator reaches q through the differentiable observables (the hit count with
+the soft count's gradient, straight-through).
+"""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+import tensorflow as tf
+from keras import layers
+
+from .auxiliary import AuxiliaryRegressorGAN
+from .gan import ConditionalGAN
+from .networks import critic_precision
+
+_PACKAGE = "ddsim_gan"
+
+
+@critic_precision
+def observable_critic_network(n_observables, condition_width, hidden=(128, 128),
+                              name="observable_critic"):
+    """``[standardized observables, encoded conditions]`` -> score: an MLP."""
+    observables = keras.Input((n_observables,), name="observables")
+    conditions = keras.Input((condition_width,), name="encoded_conditions")
+    x = layers.Concatenate()([observables, conditions])
+    for i, units in enumerate(hidden):
+        x = layers.LeakyReLU(0.2)(layers.Dense(units, name=f"dense_{i}")(x))
+    score = layers.Dense(1, dtype="float32", name="score")(x)
+    return keras.Model([observables, conditions], score, name=name)
+
+
+class ObservableCriticMixin:
+    """The second critic on the observables (module doc), for any
+    :class:`~ddsim_gan.models.gan.ConditionalGAN` subclass: put it first among the bases.
+
+    Args (besides the GAN's):
+        observables: an object whose ``observables(physical, conditions) -> [n, q]`` computes
+            the observables in TensorFlow, e.g. a
+            :class:`~ddsim_gan.models.penalties.ShowerMomentPenalty` (its weight is not used
+            here).
+        observable_critic: ``[standardized observables, encoded conditions] -> score``
+            (:func:`observable_critic_network`).
+        observable_mean, observable_scale: standardization of the observables (``q`` numbers
+            each; :meth:`standardization` fits them on reference samples).
+        observable_weight: w, the weight of the second critic's term in the generator loss.
+        observable_gradient_penalty: lambda of the second critic.
+    """
+
+    def __init__(self, generator, critic, condition_encoder, sample_transform, latent_dim,
+                 observables=None, observable_critic=None, observable_mean=None,
+                 observable_scale=None, observable_weight=1.0, observable_gradient_penalty=10.0,
+                 **kwargs):
+        if observables is None or observable_critic is None:
+            raise ValueError(f"{type(self).__name__} needs observables and an "
+                             "observable_critic")
+        n = observable_critic.inputs[0].shape[-1]
+        mean = np.zeros(n) if observable_mean is None else np.asarray(observable_mean, float)
+        scale = np.ones(n) if observable_scale is None else np.asarray(observable_scale, float)
+        if mean.shape != (n,) or scale.shape != (n,) or not np.all(scale > 0):
+            raise ValueError(f"{type(self).__name__}: observable_mean and observable_scale must "
+                             f"be {n} numbers (scales > 0), got {mean.shape} and {scale.shape}")
+        super().__init__(generator, critic, condition_encoder, sample_transform, latent_dim,
+                         **kwargs)
+        self.observables = observables
+        self.observable_critic = observable_critic
+        self.observable_mean = [float(v) for v in mean]
+        self.observable_scale = [float(v) for v in scale]
+        self.observable_weight = float(observable_weight)
+        self.observable_gradient_penalty = float(observable_gradient_penalty)
+        for name in ("observable_critic_loss", "observable_wasserstein", "observable_critic"):
+            self._trackers[name] = keras.metrics.Mean(name=name)
+        self.observable_critic_optimizer = None
+
+    @staticmethod
+    def standardization(observables, samples, conditions=None, batch_size=4096):
+        """Mean and spread of ``observables.observables`` over physical reference ``samples``."""
+        values = []
+        for start in range(0, len(samples), batch_size):
+            physical = tf.constant(np.asarray(samples[start:start + batch_size], np.float32))
+            batch_conditions = (None if conditions is None else tf.constant(
+                np.asarray(conditions[start:start + batch_size], np.float32)))
+            values.append(observables.observables(physical, batch_conditions).numpy())
+        values = np.concatenate(values).astype(np.float64)
+        scale = values.std(axis=0)
+        return values.mean(axis=0), np.where(scale > 0, scale, 1.0)
+
+    # ---- the second critic -----------------------------------------------------------------
+    def _networks(self):
+        return super()._networks() + [self.observable_critic]
+
+    def standardized_observables(self, normalized, conditions):
+        """``[n, q]`` standardized observables of samples in the critic's normalized units."""
+        physical = tf.cast(self.to_physical(normalized), tf.float32)
+        values = tf.cast(self.observables.observables(physical, conditions), tf.float32)
+        return ((values - tf.constant(self.observable_mean, tf.float32))
+                / tf.constant(self.observable_scale, tf.float32))
+
+    def _observable_scores(self, values, encoded, training=True):
+        return tf.cast(self.observable_critic([values, encoded], training=training), tf.float32)
+
+    def update_observable_critic(self, conditions, encoded, real, fake):
+        real_values = tf.stop_gradient(self.standardized_observables(real, conditions))
+        fake_values = tf.stop_gradient(self.standardized_observables(fake, conditions))
+        u = keras.random.uniform((tf.shape(real_values)[0], 1), 0.0, 1.0,
+                                 seed=self.seed_generator)
+        mixed = u * real_values + (1.0 - u) * fake_values
+        with tf.GradientTape() as tape:
+            real_scores = self._observable_scores(real_values, encoded)
+            fake_scores = self._observable_scores(fake_values, encoded)
+            with tf.GradientTape() as inner:
+                inner.watch(mixed)
+                mixed_scores = tf.reduce_sum(self._observable_scores(mixed, encoded))
+            slopes = tf.sqrt(tf.reduce_sum(tf.square(inner.gradient(mixed_scores, mixed)),
+                                           axis=1) + 1e-12)
+            loss = (self.adversarial_loss.critic(real_scores, fake_scores)
+                    + self.observable_gradient_penalty * tf.reduce_mean(tf.square(slopes - 1.0)))
+            scaled = self._scale(self.observable_critic_optimizer, loss)
+        variables = self.observable_critic.trainable_variables
+        self.observable_critic_optimizer.apply(tape.gradient(scaled, variables), variables)
+        self._trackers["observable_critic_loss"].update_state(loss)
+        self._trackers["observable_wasserstein"].update_state(
+            tf.reduce_mean(real_scores) - tf.reduce_mean(fake_scores))
+
+    def critic_step(self, conditions, encoded, real):
+        fake = tf.stop_gradient(self.generate_normalized(encoded, conditions, training=True))
+        self.update_observable_critic(conditions, encoded, real, fake)
+        return self.update_critic(conditions, encoded, real, fake)
+
+    def test_step(self, data):
+        conditions, samples = data[0], data[1]
+        conditions = tf.cast(conditions, tf.float32)
+        encoded = self.condition_encoder(conditions)
+        real = tf.cast(self.sample_transform(samples), tf.float32)
+        fake = self.generate_normalized(encoded, conditions)
+        real_scores = self._observable_scores(
+            self.standardized_observables(real, conditions), encoded, training=False)
+        fake_scores = self._observable_scores(
+            self.standardized_observables(fake, conditions), encoded, training=False)
+        self._trackers["observable_wasserstein"].update_state(
+            tf.reduce_mean(real_scores) - tf.reduce_mean(fake_scores))
+        self._trackers["observable_critic"].update_state(
+            self.adversarial_loss.generator(fake_scores))
+        return super().test_step(data)
+
+    def _penalty_terms(self, side, step):
+        """The generator side gets ``-E[E(q_fake, c)]`` with weight w beside the penalties."""
+        terms = super()._penalty_terms(side, step)
+        if side == "generator":
+            values = self.standardized_observables(step.fake, step.conditions)
+            term = self.adversarial_loss.generator(
+                self._observable_scores(values, step.encoded, training=False))
+            terms["observable_critic"] = (self.observable_weight, term)
+        return terms
+
+    # ---- compile and serialization ------------------------------------------------------------
+    def compile(self, generator_optimizer=None, critic_optimizer=None,
+                observable_critic_optimizer=None, **kwargs):
+        """As :meth:`ConditionalGAN.compile`, plus the second critic's optimizer (default: a
+        new instance configured as the image critic's)."""
+        super().compile(generator_optimizer, critic_optimizer, **kwargs)
+        if observable_critic_optimizer is None:
+            inner = getattr(self.critic_optimizer, "inner_optimizer", self.critic_optimizer)
+            observable_critic_optimizer = type(inner).from_config(inner.get_config())
+        if observable_critic_optimizer in (self.generator_optimizer, self.critic_optimizer):
+            raise ValueError("the observable critic needs its own optimizer instance")
+        if (keras.mixed_precision.global_policy().name == "mixed_float16"
+                and not isinstance(observable_critic_optimizer,
+                                   keras.optimizers.LossScaleOptimizer)):
+            observable_critic_optimizer = keras.optimizers.LossScaleOptimizer(
+                observable_critic_optimizer)
+        self.observable_critic_optimizer = observable_critic_optimizer
+        self.observable_critic_optimizer.build(self.observable_critic.trainable_variables)
+
+    def get_compile_config(self):
+        config = super().get_compile_config()
+        if config is not None:
+            config["observable_critic_optimizer"] = keras.saving.serialize_keras_object(
+                self.observable_critic_optimizer)
+        return config
+
+    def compile_from_config(self, config):
+        # every network's optimizer, the base GAN's included (the regressor's, say)
+        self.compile(**{name: keras.saving.deserialize_keras_object(optimizer)
+                        for name, optimizer in config.items()})
+
+    def get_config(self):
+        serialize = keras.saving.serialize_keras_object
+        return {**super().get_config(), "observables": serialize(self.observables),
+                "observable_critic": serialize(self.observable_critic),
+                "observable_mean": self.observable_mean,
+                "observable_scale": self.observable_scale,
+                "observable_weight": self.observable_weight,
+                "observable_gradient_penalty": self.observable_gradient_penalty}
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        deserialize = keras.saving.deserialize_keras_object
+        config["observables"] = deserialize(config["observables"])
+        config["observable_critic"] = deserialize(config["observable_critic"])
+        return super().from_config(config)
+
+
+@keras.saving.register_keras_serializable(package=_PACKAGE)
+class ObservableCriticGAN(ObservableCriticMixin, ConditionalGAN):
+    """:class:`~ddsim_gan.models.gan.ConditionalGAN` with a second critic on the observables
+    (:class:`ObservableCriticMixin`)."""
+
+
+@keras.saving.register_keras_serializable(package=_PACKAGE)
+class AuxiliaryObservableCriticGAN(ObservableCriticMixin, AuxiliaryRegressorGAN):
+    """:class:`~ddsim_gan.models.auxiliary.AuxiliaryRegressorGAN` with a second critic on the
+    observables (:class:`ObservableCriticMixin`)."""
+
+
+def with_observable_critic(gan, observables, train_samples, train_conditions=None, *,
+                           weight=1.0, hidden=(128, 128), gradient_penalty=10.0):
+    """``gan`` (a ConditionalGAN or an AuxiliaryRegressorGAN) with a second critic on
+    ``observables``: its networks, preprocessing and penalties, the observables standardized on
+    (up to 20 000 of) the physical ``train_samples``."""
+    subset = slice(0, 20_000)
+    mean, scale = ObservableCriticMixin.standardization(
+        observables, train_samples[subset],
+        None if train_conditions is None else train_conditions[subset])
+    network = observable_critic_network(len(mean), gan.condition_encoder.output_width, hidden)
+    config = {k: v for k, v in gan.get_config().items() if k != "name"}
+    live = dict(generator=gan.generator, critic=gan.critic,
+                condition_encoder=gan.condition_encoder, sample_transform=gan.sample_transform,
+                penalties=gan.penalties, loss=gan.adversarial_loss, output_head=gan.output_head)
+    if type(gan) is AuxiliaryRegressorGAN:
+        cls = AuxiliaryObservableCriticGAN
+        live.update(regressor=gan.regressor, regression_loss=gan.regression_loss)
+    elif type(gan) is ConditionalGAN:
+        cls = ObservableCriticGAN
+    else:
+        raise TypeError(f"with_observable_critic: no observable-critic variant of "
+                        f"{type(gan).__name__}")
+    config.update(live)
+    return cls(observables=observables, observable_critic=network,
+                               observable_mean=mean, observable_scale=scale,
+                               observable_weight=weight,
+                               observable_gradient_penalty=gradient_penalty,
+                               name=gan.name, **config)
