@@ -41,6 +41,9 @@ CONDITION_EDGES = [200.0 + 200.0 * i for i in range(40)]              # 200 MeV 
 #: the penalty's coarser condition bins (800 MeV; the last one 600 MeV)
 NNLS_CONDITION_EDGES = CONDITION_EDGES[::4] + [8000.0]
 OBSERVABLE_EDGES = [200.0 * i for i in range(42)]                      # 0-8200 MeV
+#: equal-population bins of the energy condition for the binned shower moments: 32 events of
+#: a 256-event batch each, 16 in each half (BinnedMomentPenalty needs 8)
+BINNED_MOMENT_BINS = 8
 
 
 def main(argv=None):
@@ -65,6 +68,10 @@ def main(argv=None):
         parser.add_argument("--correlation-weight", type=float, default=30.0,
                             help="with --moment-weight: weight of the mismatch of the "
                                  "observables' correlation matrix")
+        parser.add_argument("--binned-moment-weight", type=float, default=0.0,
+                            help="with --moment-weight: weight of the same observables' "
+                                 "moments matched in 8 equal-population bins of the energy "
+                                 "condition; 0 leaves it out")
         parser.add_argument("--observable-critic-weight", type=float, default=0.0,
                             help="weight of a second WGAN-GP critic that sees only the "
                                  "standardized shower observables (centres, widths, layer "
@@ -76,10 +83,13 @@ def main(argv=None):
     args = recipe.parse_args(RECIPE, __doc__, argv, extra=options)
     settings = recipe.settings_for(args, PRESETS)
 
+    import numpy as np
+
     from ddsim_gan import detectors
     from ddsim_gan.detectors import darkshine
     from ddsim_gan.evaluation import MetricMonitor, evaluate
     from ddsim_gan.models.builders import build_conditional_gan
+    from ddsim_gan.models.binned_moments import BinnedObservableMomentPenalty
     from ddsim_gan.models.observable_critic import with_observable_critic
     from ddsim_gan.models.penalties import NNLSPenalty, ShowerMomentPenalty
     from ddsim_gan.models.spectrum import ConditionSpectrum
@@ -98,6 +108,11 @@ def main(argv=None):
             detector, weight=args.moment_weight, hits=args.threshold_band > 0,
             centre_weight=args.centre_weight / args.moment_weight,
             correlation_weight=args.correlation_weight / args.moment_weight))
+        if args.binned_moment_weight > 0:
+            edges = np.unique(np.quantile(data.train_conditions[:, 0],
+                                          np.linspace(0.0, 1.0, BINNED_MOMENT_BINS + 1)))
+            penalties.append(BinnedObservableMomentPenalty(
+                edges, penalties[-1], weight=args.binned_moment_weight))
     gan = build_conditional_gan(detector, data.train_conditions, data.train_samples,
                                 energy_condition="E_total", extra_penalties=penalties,
                                 architecture=args.architecture,

@@ -117,3 +117,43 @@ def test_round_trip_and_bad_edges():
     assert restored.get_config() == penalty.get_config()
     with pytest.raises(ValueError, match="increasing"):
         BinnedMomentPenalty([5, 5, 6])
+
+
+def test_binned_observable_moments_see_a_dependence_the_batch_moments_miss():
+    """Two halves of the condition range with their showers' centres swapped: the batch's
+    observables keep their mean and spread, each bin's do not."""
+    import keras
+
+    from ddsim_gan.models.binned_moments import BinnedObservableMomentPenalty
+    from ddsim_gan.models.penalties import ShowerMomentPenalty, StepTensors
+
+    from conftest import MiniCalo
+
+    detector = MiniCalo()
+    rng = np.random.default_rng(3)
+    n = 512
+    conditions = np.sort(rng.uniform(100, 1000, (n, 1)).astype(np.float32), axis=0)
+    _, samples = detector.simulate(n, seed=3)
+    low = conditions[:, 0] < 550
+    real = samples.copy()
+    real[low] = np.roll(samples[low], 1, axis=1)     # low energies: one cell further along x
+    swapped = samples.copy()
+    swapped[~low] = np.roll(samples[~low], 1, axis=1)
+    batch = ShowerMomentPenalty.for_detector(detector)
+    binned = BinnedObservableMomentPenalty([100.0, 550.0, 1000.0], batch, weight=2.0)
+
+    def step(fake):
+        return StepTensors(tf.constant(conditions), None, tf.constant(real), tf.constant(fake),
+                           None, to_physical=lambda x: x)
+
+    same, wrong = float(binned(step(real))), float(binned(step(swapped)))
+    assert abs(same) < 1e-6 and wrong > 0.1, (same, wrong)
+    assert float(batch(step(swapped))) < 0.2 * wrong          # the batch moments barely move
+    fake = tf.Variable(swapped)
+    with tf.GradientTape() as tape:
+        value = binned(StepTensors(tf.constant(conditions), None, tf.constant(real), fake,
+                                   None, to_physical=lambda x: x))
+    assert float(tf.reduce_sum(tf.abs(tape.gradient(value, fake)))) > 0
+    again = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(binned))
+    assert again.edges == binned.edges and again.weight == 2.0
+    assert float(again(step(swapped))) == pytest.approx(wrong, rel=1e-5)

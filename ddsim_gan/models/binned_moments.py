@@ -103,18 +103,19 @@ class BinnedMomentPenalty(Penalty):
         covariance = cross - mean[:, :, None] * mean_p[:, None, :]
         return counts, mean, std, covariance / (std[:, :, None] * std_p[:, None, :] + 1e-12)
 
+    def features(self, samples, step):
+        """``[n, k]``: the columns whose moments are matched, here the samples themselves."""
+        x = step.to_physical(samples) if self.space == "physical" else samples
+        x = tf.cast(x, tf.float32)
+        return tf.reshape(x, [tf.shape(x)[0], -1])
+
     def __call__(self, step):
         conditions = tf.cast(step.conditions, tf.float32)
         members = self.membership(conditions)
         parity = tf.cast(tf.range(tf.shape(members)[0]) % 2, tf.float32)[:, None]
         halves = (members * (1.0 - parity), members * parity)
 
-        def flat(samples):
-            x = step.to_physical(samples) if self.space == "physical" else samples
-            x = tf.cast(x, tf.float32)
-            return tf.reshape(x, [tf.shape(x)[0], -1])
-
-        real, fake = flat(step.real), flat(step.fake)
+        real, fake = self.features(step.real, step), self.features(step.fake, step)
         paired = None
         if self.paired_start is not None and conditions.shape[1] > self.paired_start:
             paired = conditions[:, self.paired_start:]
@@ -141,3 +142,41 @@ class BinnedMomentPenalty(Penalty):
                 "condition_index": self.condition_index, "category_index": self.category_index,
                 "n_categories": self.n_categories, "paired_start": self.paired_start,
                 "min_count": self.min_count, "space": self.space}
+
+
+@keras.saving.register_keras_serializable(package=_PACKAGE)
+class BinnedObservableMomentPenalty(BinnedMomentPenalty):
+    """:class:`BinnedMomentPenalty` on the shower observables of the samples instead of their
+    cells: ``observables`` is an object whose ``observables(physical, conditions) -> [n, q]``
+    computes them in TensorFlow, e.g. a :class:`~ddsim_gan.models.penalties.ShowerMomentPenalty`
+    (its own weight unused). :class:`~ddsim_gan.models.penalties.ShowerMomentPenalty` matches
+    the moments of the whole batch; a generator can meet those with the wrong dependence on the
+    conditions (DarkSHINE: the energy centre's spread 1.5-2x too wide above 3 GeV and too
+    narrow below, at the right overall mean and spread), which the same moments taken bin by
+    bin of the condition do not allow.
+    """
+
+    name = "binned_observable_moments"
+
+    def __init__(self, edges, observables=None, condition_index: int = 0,
+                 min_count: int = 8, weight: float = 1.0):
+        super().__init__(edges, condition_index=condition_index, min_count=min_count,
+                         weight=weight, space="physical")
+        if observables is None:
+            raise ValueError("BinnedObservableMomentPenalty needs observables")
+        self.observables = observables
+
+    def features(self, samples, step):
+        physical = tf.cast(step.to_physical(samples), tf.float32)
+        return tf.cast(self.observables.observables(physical, step.conditions), tf.float32)
+
+    def get_config(self):
+        return {"weight": self.weight, "edges": self.edges,
+                "condition_index": self.condition_index, "min_count": self.min_count,
+                "observables": keras.saving.serialize_keras_object(self.observables)}
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        config["observables"] = keras.saving.deserialize_keras_object(config["observables"])
+        return cls(**config)
