@@ -109,6 +109,10 @@ class BinnedMomentPenalty(Penalty):
         x = tf.cast(x, tf.float32)
         return tf.reshape(x, [tf.shape(x)[0], -1])
 
+    def variance_floor(self, real):
+        """Added to each group's variance in the denominator (here only against 0 / 0)."""
+        return 1e-12
+
     def __call__(self, step):
         conditions = tf.cast(step.conditions, tf.float32)
         members = self.membership(conditions)
@@ -130,7 +134,7 @@ class BinnedMomentPenalty(Penalty):
         (dm_a, ds_a, dr_a), (dm_b, ds_b, dr_b) = differences
         k = tf.cast(tf.shape(real)[1], tf.float32)
         n_used = tf.maximum(tf.reduce_sum(used), 1.0)
-        terms = (dm_a * dm_b + ds_a * ds_b) / (variance + 1e-12)
+        terms = (dm_a * dm_b + ds_a * ds_b) / (variance + self.variance_floor(real))
         penalty = tf.reduce_sum(terms * used) / (n_used * k)
         if paired is None:
             return penalty
@@ -165,6 +169,13 @@ class BinnedObservableMomentPenalty(BinnedMomentPenalty):
         if observables is None:
             raise ValueError("BinnedObservableMomentPenalty needs observables")
         self.observables = observables
+
+    def variance_floor(self, real):
+        """A hundredth of each observable's variance over the whole batch: an observable that
+        hardly varies within one bin (the last layer's energy at low energies, which is
+        almost always zero) would otherwise weigh 1e12 times the others."""
+        mean = tf.reduce_mean(real, axis=0)
+        return tf.stop_gradient(0.01 * tf.reduce_mean(tf.square(real - mean), axis=0)) + 1e-12
 
     def features(self, samples, step):
         physical = tf.cast(step.to_physical(samples), tf.float32)
