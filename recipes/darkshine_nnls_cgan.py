@@ -68,11 +68,11 @@ def main(argv=None):
         parser.add_argument("--correlation-weight", type=float, default=30.0,
                             help="with --moment-weight: weight of the mismatch of the "
                                  "observables' correlation matrix")
-        parser.add_argument("--binned-moment-weight", type=float, default=0.0,
+        parser.add_argument("--binned-moment-weight", type=float, default=5.0,
                             help="with --moment-weight: weight of the same observables' "
                                  "moments matched in 8 equal-population bins of the energy "
                                  "condition; 0 leaves it out")
-        parser.add_argument("--observable-critic-weight", type=float, default=0.0,
+        parser.add_argument("--observable-critic-weight", type=float, default=3.0,
                             help="weight of a second WGAN-GP critic that sees only the "
                                  "standardized shower observables (centres, widths, layer "
                                  "energies, hits) and the energy; 0 leaves it out")
