@@ -140,3 +140,18 @@ def test_the_auxiliary_regressor_gan_gets_one_too(tmp_path):
     loaded = keras.saving.load_model(path)
     assert loaded.regressor_optimizer is not None and loaded.observable_critic_optimizer
     loaded.fit(data, epochs=1, steps_per_epoch=1, verbose=0)
+
+
+def test_the_second_critic_cannot_share_an_optimizer():
+    from ddsim_gan.models.observable_critic import with_observable_critic
+    from ddsim_gan.models.penalties import ShowerMomentPenalty
+
+    detector = MiniCalo()
+    conditions, samples = detector.simulate(64, seed=2)
+    gan = with_observable_critic(tiny_conditional_gan("components"),
+                                 ShowerMomentPenalty.for_detector(detector), samples, conditions,
+                                 hidden=(4,))
+    shared = keras.optimizers.Adam(1e-3)
+    with pytest.raises(ValueError, match="observable critic needs its own optimizer"):
+        gan.compile(generator_optimizer=keras.optimizers.Adam(1e-3), critic_optimizer=shared,
+                    observable_critic_optimizer=shared)

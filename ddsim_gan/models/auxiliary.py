@@ -253,14 +253,8 @@ class AuxiliaryRegressorGAN(ConditionalGAN):
                 **kwargs):
         """As :meth:`ConditionalGAN.compile`, plus the regressor's optimizer (default Adam 1e-3)."""
         super().compile(generator_optimizer, critic_optimizer, **kwargs)
-        regressor_optimizer = regressor_optimizer or keras.optimizers.Adam(1e-3)
-        if regressor_optimizer in (self.generator_optimizer, self.critic_optimizer):
-            raise ValueError("the regressor needs its own optimizer instance")
-        if (keras.mixed_precision.global_policy().name == "mixed_float16"
-                and not isinstance(regressor_optimizer, keras.optimizers.LossScaleOptimizer)):
-            regressor_optimizer = keras.optimizers.LossScaleOptimizer(regressor_optimizer)
-        self.regressor_optimizer = regressor_optimizer
-        self.regressor_optimizer.build(self.regressor.trainable_variables)
+        self.regressor_optimizer = self.own_optimizer(
+            regressor_optimizer or keras.optimizers.Adam(1e-3), self.regressor, "regressor")
 
     def get_compile_config(self):
         config = super().get_compile_config()

@@ -145,6 +145,19 @@ class ConditionalGAN(keras.Model):
         self.generator_optimizer.build(self.generator.trainable_variables)
         self.critic_optimizer.build(self.critic.trainable_variables)
 
+    def own_optimizer(self, optimizer, network, what: str):
+        """``optimizer`` for a network a subclass adds (a regressor, a second critic): checked
+        not to be the generator's or the critic's, wrapped for dynamic loss scaling under
+        ``mixed_float16`` like theirs, and built on ``network``'s weights."""
+        if any(optimizer is other for other in (self.generator_optimizer,
+                                                self.critic_optimizer)):
+            raise ValueError(f"the {what} needs its own optimizer instance")
+        if (keras.mixed_precision.global_policy().name == "mixed_float16"
+                and not isinstance(optimizer, keras.optimizers.LossScaleOptimizer)):
+            optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+        optimizer.build(network.trainable_variables)
+        return optimizer
+
     def get_compile_config(self):
         if self.generator_optimizer is None:
             return None

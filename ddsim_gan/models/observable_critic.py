@@ -178,15 +178,8 @@ class ObservableCriticMixin:
         if observable_critic_optimizer is None:
             inner = getattr(self.critic_optimizer, "inner_optimizer", self.critic_optimizer)
             observable_critic_optimizer = type(inner).from_config(inner.get_config())
-        if observable_critic_optimizer in (self.generator_optimizer, self.critic_optimizer):
-            raise ValueError("the observable critic needs its own optimizer instance")
-        if (keras.mixed_precision.global_policy().name == "mixed_float16"
-                and not isinstance(observable_critic_optimizer,
-                                   keras.optimizers.LossScaleOptimizer)):
-            observable_critic_optimizer = keras.optimizers.LossScaleOptimizer(
-                observable_critic_optimizer)
-        self.observable_critic_optimizer = observable_critic_optimizer
-        self.observable_critic_optimizer.build(self.observable_critic.trainable_variables)
+        self.observable_critic_optimizer = self.own_optimizer(
+            observable_critic_optimizer, self.observable_critic, "observable critic")
 
     def get_compile_config(self):
         config = super().get_compile_config()
