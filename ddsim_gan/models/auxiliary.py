@@ -256,19 +256,8 @@ class AuxiliaryRegressorGAN(ConditionalGAN):
         self.regressor_optimizer = self.own_optimizer(
             regressor_optimizer or keras.optimizers.Adam(1e-3), self.regressor, "regressor")
 
-    def get_compile_config(self):
-        config = super().get_compile_config()
-        if config is not None:
-            config["regressor_optimizer"] = keras.saving.serialize_keras_object(
-                self.regressor_optimizer)
-        return config
-
-    def compile_from_config(self, config):
-        self.compile(
-            generator_optimizer=keras.saving.deserialize_keras_object(config["generator_optimizer"]),
-            critic_optimizer=keras.saving.deserialize_keras_object(config["critic_optimizer"]),
-            regressor_optimizer=keras.saving.deserialize_keras_object(
-                config["regressor_optimizer"]))
+    def optimizer_names(self):
+        return super().optimizer_names() + ("regressor_optimizer",)
 
     def get_config(self):
         serialize = keras.saving.serialize_keras_object

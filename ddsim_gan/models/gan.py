@@ -158,16 +158,20 @@ class ConditionalGAN(keras.Model):
         optimizer.build(network.trainable_variables)
         return optimizer
 
+    def optimizer_names(self) -> tuple:
+        """The attributes (and compile() arguments) holding an optimizer, one per network that
+        trains; a subclass with another network adds its own."""
+        return ("generator_optimizer", "critic_optimizer")
+
     def get_compile_config(self):
         if self.generator_optimizer is None:
             return None
-        return {"generator_optimizer": keras.saving.serialize_keras_object(self.generator_optimizer),
-                "critic_optimizer": keras.saving.serialize_keras_object(self.critic_optimizer)}
+        return {name: keras.saving.serialize_keras_object(getattr(self, name))
+                for name in self.optimizer_names()}
 
     def compile_from_config(self, config):
-        self.compile(
-            generator_optimizer=keras.saving.deserialize_keras_object(config["generator_optimizer"]),
-            critic_optimizer=keras.saving.deserialize_keras_object(config["critic_optimizer"]))
+        self.compile(**{name: keras.saving.deserialize_keras_object(config[name])
+                        for name in self.optimizer_names()})
 
     @property
     def metrics(self):

@@ -181,17 +181,8 @@ class ObservableCriticMixin:
         self.observable_critic_optimizer = self.own_optimizer(
             observable_critic_optimizer, self.observable_critic, "observable critic")
 
-    def get_compile_config(self):
-        config = super().get_compile_config()
-        if config is not None:
-            config["observable_critic_optimizer"] = keras.saving.serialize_keras_object(
-                self.observable_critic_optimizer)
-        return config
-
-    def compile_from_config(self, config):
-        # every network's optimizer, the base GAN's included (the regressor's, say)
-        self.compile(**{name: keras.saving.deserialize_keras_object(optimizer)
-                        for name, optimizer in config.items()})
+    def optimizer_names(self):
+        return super().optimizer_names() + ("observable_critic_optimizer",)
 
     def get_config(self):
         serialize = keras.saving.serialize_keras_object
