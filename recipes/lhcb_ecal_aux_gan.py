@@ -70,6 +70,9 @@ def _extra_options(parser):
                         help="weight of a second WGAN-GP critic that sees only the standardized "
                              "centres, widths and asymmetries and the conditions "
                              "(ddsim_gan.models.observable_critic); 0 leaves it out")
+    parser.add_argument("--observable-critic-lr-factor", type=float, default=1.0,
+                        help="with --observable-critic-weight: the second critic's learning "
+                             "rate over the image critic's (default %(default)s)")
     parser.add_argument("--no-asymmetry-moments", action="store_true",
                         help="match the centres and widths only, not the asymmetries "
                              "(ShowerMomentPenalty)")
@@ -185,6 +188,12 @@ def main(argv=None):
                       asymmetry_moments=not args.no_asymmetry_moments,
                       observable_critic_weight=args.observable_critic_weight)
     optimizers = recipe.wgan_optimizers(settings, learning_rate=2e-4)
+    if args.observable_critic_weight > 0:
+        if not args.observable_critic_lr_factor > 0:
+            raise SystemExit(f"{RECIPE}: --observable-critic-lr-factor "
+                             f"{args.observable_critic_lr_factor}, expected a positive number")
+        optimizers["observable_critic_optimizer"] = recipe.wgan_optimizers(
+            settings, learning_rate=2e-4 * args.observable_critic_lr_factor)["critic_optimizer"]
     batch_map = None
     if not args.no_regressor:
         optimizers["regressor_optimizer"] = keras.optimizers.Adam(1e-3)
