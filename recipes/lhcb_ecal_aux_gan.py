@@ -51,6 +51,9 @@ BAR_ASYMMETRY = 0.05
 SUM_E_WEIGHT = 10.0
 #: shower-moment penalty (centres, widths, asymmetries), runs/lhcb_asym of 2026-12-04
 MOMENT_WEIGHT = 10.0
+#: second critic on the centres, widths and asymmetries, five times the image critic's learning
+#: rate (at 1x its Wasserstein estimate went negative): runs/lhcb_oc3_fast of 2026-12-05
+OBSERVABLE_CRITIC_WEIGHT, OBSERVABLE_CRITIC_LR_FACTOR = 3.0, 5.0
 
 
 def _extra_options(parser):
@@ -66,11 +69,12 @@ def _extra_options(parser):
                              "energy centres and widths, and of the asymmetry along and across "
                              "the incidence direction computed in the graph: "
                              "AsymmetryMomentPenalty; default %(default)s, 0 = off)")
-    parser.add_argument("--observable-critic-weight", type=float, default=0.0,
+    parser.add_argument("--observable-critic-weight", type=float, default=OBSERVABLE_CRITIC_WEIGHT,
                         help="weight of a second WGAN-GP critic that sees only the standardized "
                              "centres, widths and asymmetries and the conditions "
                              "(ddsim_gan.models.observable_critic); 0 leaves it out")
-    parser.add_argument("--observable-critic-lr-factor", type=float, default=1.0,
+    parser.add_argument("--observable-critic-lr-factor", type=float,
+                        default=OBSERVABLE_CRITIC_LR_FACTOR,
                         help="with --observable-critic-weight: the second critic's learning "
                              "rate over the image critic's (default %(default)s)")
     parser.add_argument("--no-asymmetry-moments", action="store_true",
