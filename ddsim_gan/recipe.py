@@ -160,14 +160,22 @@ def best_generator_path(args, name: str = "best_generator.keras"):
 
 
 def wgan_optimizers(settings, learning_rate=2e-4, betas=(0.5, 0.9), final_fraction=0.1,
-                    generator_fraction=1.0) -> dict:
+                    generator_fraction=1.0, observable_critic_lr_factor=None) -> dict:
     """One Adam per network (Gulrajani et al.'s betas), the learning rate decaying along a cosine
     to ``final_fraction`` over the planned steps, and a moving average of the generator's
     weights over about the last tenth of them, at most 1000 steps (finalized into the generator
     at the end of training by ``training.fit``). The generator learns at ``generator_fraction``
     times ``learning_rate`` (< 1: a two time-scale update rule, Heusel et al.
-    arXiv:1706.08500, the critic keeping ahead of the generator)."""
+    arXiv:1706.08500, the critic keeping ahead of the generator). With
+    ``observable_critic_lr_factor`` (> 0) also ``observable_critic_optimizer``, for the second
+    critic on the observables (:mod:`ddsim_gan.models.observable_critic`), at that many times
+    ``learning_rate``: its few inputs let it keep up with a faster rate, and at the image
+    critic's its Wasserstein estimate went negative (LHCb ECAL, docs/lhcb_ecal_aux_gan.md)."""
     import keras
+
+    if observable_critic_lr_factor is not None and not observable_critic_lr_factor > 0:
+        raise SystemExit(f"--observable-critic-lr-factor {observable_critic_lr_factor}: "
+                         "expected a positive number")
 
     steps = settings["epochs"] * settings["steps_per_epoch"]
     ema_momentum = min(0.999, max(0.0, 1.0 - 10.0 / steps))  # >= 0 for runs under 10 steps
@@ -175,10 +183,14 @@ def wgan_optimizers(settings, learning_rate=2e-4, betas=(0.5, 0.9), final_fracti
     def schedule(rate=learning_rate):
         return keras.optimizers.schedules.CosineDecay(rate, steps, alpha=final_fraction)
 
-    return {"generator_optimizer": keras.optimizers.Adam(
-                schedule(learning_rate * generator_fraction), *betas, use_ema=True,
-                ema_momentum=ema_momentum),
-            "critic_optimizer": keras.optimizers.Adam(schedule(), *betas)}
+    optimizers = {"generator_optimizer": keras.optimizers.Adam(
+                      schedule(learning_rate * generator_fraction), *betas, use_ema=True,
+                      ema_momentum=ema_momentum),
+                  "critic_optimizer": keras.optimizers.Adam(schedule(), *betas)}
+    if observable_critic_lr_factor is not None:
+        optimizers["observable_critic_optimizer"] = keras.optimizers.Adam(
+            schedule(learning_rate * observable_critic_lr_factor), *betas)
+    return optimizers
 
 
 def _fit_or_exit(gan, dataset, **kwargs):

@@ -191,13 +191,9 @@ def main(argv=None):
                       hidden=args.hidden, seed=args.seed, moment_weight=args.moment_weight,
                       asymmetry_moments=not args.no_asymmetry_moments,
                       observable_critic_weight=args.observable_critic_weight)
-    optimizers = recipe.wgan_optimizers(settings, learning_rate=2e-4)
-    if args.observable_critic_weight > 0:
-        if not args.observable_critic_lr_factor > 0:
-            raise SystemExit(f"{RECIPE}: --observable-critic-lr-factor "
-                             f"{args.observable_critic_lr_factor}, expected a positive number")
-        optimizers["observable_critic_optimizer"] = recipe.wgan_optimizers(
-            settings, learning_rate=2e-4 * args.observable_critic_lr_factor)["critic_optimizer"]
+    optimizers = recipe.wgan_optimizers(
+        settings, learning_rate=2e-4, observable_critic_lr_factor=(
+            args.observable_critic_lr_factor if args.observable_critic_weight > 0 else None))
     batch_map = None
     if not args.no_regressor:
         optimizers["regressor_optimizer"] = keras.optimizers.Adam(1e-3)

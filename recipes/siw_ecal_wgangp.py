@@ -68,6 +68,8 @@ BAR_SUM_E, BAR_NHITS, BAR_OCCUPANCY = 0.02, 0.03, 0.05
 CONSERVATION_WEIGHT = 30.0
 #: per-layer penalties (b, c): occupancy and mean energy of every layer, per species
 OCCUPANCY_WEIGHT, LAYER_ENERGY_WEIGHT = 20.0, 10.0
+#: second critic on the per-layer observables (b, c): weight and learning rate over the critic's
+OBSERVABLE_CRITIC_WEIGHT, OBSERVABLE_CRITIC_LR_FACTOR = 0.0, 5.0
 SPECIES = ("e-", "pi-")
 
 
@@ -89,6 +91,15 @@ def _extra_options(parser):
     parser.add_argument("--layer-energy-weight", type=float, default=LAYER_ENERGY_WEIGHT,
                         help="weight of the per-layer mean-energy penalty (b, c; "
                              "default %(default)s, 0 = off)")
+    parser.add_argument("--observable-critic-weight", type=float,
+                        default=OBSERVABLE_CRITIC_WEIGHT,
+                        help="weight of a second critic on every layer's log energy and seed-hit "
+                             "indicator, log sum_E and log nhits, event by event (b, c; "
+                             "ddsim_gan.models.layer_observables; default %(default)s, 0 = off)")
+    parser.add_argument("--observable-critic-lr-factor", type=float,
+                        default=OBSERVABLE_CRITIC_LR_FACTOR,
+                        help="with --observable-critic-weight: the second critic's learning "
+                             "rate over the image critic's (default %(default)s)")
 
 
 def export_name(model: str) -> str:
@@ -201,7 +212,8 @@ def seed_plots(detector, conditions, ref, gen, plot_dir) -> list[str]:
 
 
 def build_model(model, detector, data, hidden=None, seed=0, conservation_weight=CONSERVATION_WEIGHT,
-                occupancy_weight=OCCUPANCY_WEIGHT, layer_energy_weight=LAYER_ENERGY_WEIGHT):
+                occupancy_weight=OCCUPANCY_WEIGHT, layer_energy_weight=LAYER_ENERGY_WEIGHT,
+                observable_critic_weight=OBSERVABLE_CRITIC_WEIGHT):
     """The GAN of ``--model`` (module docstring)."""
     from ddsim_gan.detectors import siw_ecal
     from ddsim_gan.models.calorimeter import build_calorimeter_gan
@@ -221,8 +233,11 @@ def build_model(model, detector, data, hidden=None, seed=0, conservation_weight=
         if model != "wgangp" and weight:
             penalties.append(GroupedLayerPenalty(quantity, weight, group_index=species,
                                                  n_groups=2, layer_axis=0))
+    # fixed denominators: the batch's own mean would bias the pions low (the penalty's doc)
+    for penalty in penalties:
+        penalty.fit_reference(data.train_samples, data.train_conditions)
     small, large = (hidden, hidden) if hidden else (256, 512)
-    return build_calorimeter_gan(
+    gan = build_calorimeter_gan(
         detector, data.train_conditions, data.train_samples, energy_condition="E_beam",
         architecture="conv3d" if model == "conv3d" else "dense",
         generator_hidden=(small, large), critic_hidden=(small, small), critic_steps=4,
@@ -230,6 +245,13 @@ def build_model(model, detector, data, hidden=None, seed=0, conservation_weight=
         critic_channels=(8, 16, 32) if not hidden else (2, 4, 4),
         critic_features=[seed_hit_features], extra_penalties=penalties,
         readout_noise=siw_ecal.NOISE_MIP.reshape(-1, 1, 1), seed=seed)
+    if model == "wgangp" or not observable_critic_weight > 0:
+        return gan
+    from ddsim_gan.models.layer_observables import LayerHitObservables
+    from ddsim_gan.models.observable_critic import with_observable_critic
+
+    return with_observable_critic(gan, LayerHitObservables(layer_axis=0), data.train_samples,
+                                  data.train_conditions, weight=observable_critic_weight)
 
 
 def main(argv=None):
@@ -256,10 +278,15 @@ def main(argv=None):
     gan = build_model(args.model, detector, data, hidden=args.hidden, seed=args.seed,
                       conservation_weight=args.conservation_weight,
                       occupancy_weight=args.occupancy_weight,
-                      layer_energy_weight=args.layer_energy_weight)
+                      layer_energy_weight=args.layer_energy_weight,
+                      observable_critic_weight=args.observable_critic_weight)
     # XLA:CPU makes 3D convolutions ~40x slower (ddsim_gan.models.calorimeter): no jit for (c).
     jit = not args.no_jit and args.model != "conv3d"
-    gan.compile(**recipe.wgan_optimizers(settings, learning_rate=2e-4), jit_compile=jit)
+    second_critic = hasattr(gan, "observable_critic")
+    gan.compile(**recipe.wgan_optimizers(
+        settings, learning_rate=2e-4,
+        observable_critic_lr_factor=args.observable_critic_lr_factor if second_critic else None),
+        jit_compile=jit)
     history = recipe.train(gan, detector, data, settings, args)
     recipe.save_model(gan, name, detector, args, model=args.model)
 
