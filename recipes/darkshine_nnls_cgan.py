@@ -76,6 +76,9 @@ def main(argv=None):
                             help="weight of a second WGAN-GP critic that sees only the "
                                  "standardized shower observables (centres, widths, layer "
                                  "energies, hits) and the energy; 0 leaves it out")
+        parser.add_argument("--observable-critic-lr-factor", type=float, default=1.0,
+                            help="with --observable-critic-weight: the second critic's "
+                                 "learning rate over the image critic's")
         parser.add_argument("--threshold-band", type=float, default=0.5,
                             help="components: pass the gradient straight through for cells "
                                  "within this fraction below the readout threshold")
@@ -126,7 +129,10 @@ def main(argv=None):
         gan = with_observable_critic(gan, observables, data.train_samples,
                                      data.train_conditions, weight=args.observable_critic_weight)
     # XLA:CPU makes the components' step four times slower (measured: 1.0 s against 0.25 s)
-    gan.compile(**recipe.wgan_optimizers(settings, learning_rate=2e-4),
+    gan.compile(**recipe.wgan_optimizers(
+                    settings, learning_rate=2e-4, observable_critic_lr_factor=(
+                        args.observable_critic_lr_factor if args.observable_critic_weight > 0
+                        else None)),
                 jit_compile=not args.no_jit and args.architecture != "components")
     # physics metrics and sample images in TensorBoard (OUTPUT_DIR/logs/physics) during training;
     # the generator with the best mean W1/sigma over the shower observables is kept (ATLAS
