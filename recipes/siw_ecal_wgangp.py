@@ -69,7 +69,7 @@ CONSERVATION_WEIGHT = 30.0
 #: per-layer penalties (b, c): occupancy and mean energy of every layer, per species
 OCCUPANCY_WEIGHT, LAYER_ENERGY_WEIGHT = 20.0, 10.0
 #: second critic on the per-layer observables (b, c): weight and learning rate over the critic's
-OBSERVABLE_CRITIC_WEIGHT, OBSERVABLE_CRITIC_LR_FACTOR = 0.0, 5.0
+OBSERVABLE_CRITIC_WEIGHT, OBSERVABLE_CRITIC_LR_FACTOR = 3.0, 5.0
 SPECIES = ("e-", "pi-")
 
 
