@@ -100,6 +100,10 @@ def _extra_options(parser):
                         default=OBSERVABLE_CRITIC_LR_FACTOR,
                         help="with --observable-critic-weight: the second critic's learning "
                              "rate over the image critic's (default %(default)s)")
+    parser.add_argument("--observables-per-species", action="store_true",
+                        help="with --observable-critic-weight: standardize the second critic's "
+                             "observables within each species (the electrons' energy "
+                             "resolution is a twentieth of the spread between species)")
 
 
 def export_name(model: str) -> str:
@@ -213,7 +217,8 @@ def seed_plots(detector, conditions, ref, gen, plot_dir) -> list[str]:
 
 def build_model(model, detector, data, hidden=None, seed=0, conservation_weight=CONSERVATION_WEIGHT,
                 occupancy_weight=OCCUPANCY_WEIGHT, layer_energy_weight=LAYER_ENERGY_WEIGHT,
-                observable_critic_weight=OBSERVABLE_CRITIC_WEIGHT):
+                observable_critic_weight=OBSERVABLE_CRITIC_WEIGHT,
+                standardize_per_species=False):
     """The GAN of ``--model`` (module docstring)."""
     from ddsim_gan.detectors import siw_ecal
     from ddsim_gan.models.calorimeter import build_calorimeter_gan
@@ -250,7 +255,10 @@ def build_model(model, detector, data, hidden=None, seed=0, conservation_weight=
     from ddsim_gan.models.layer_observables import LayerHitObservables
     from ddsim_gan.models.observable_critic import with_observable_critic
 
-    return with_observable_critic(gan, LayerHitObservables(layer_axis=0), data.train_samples,
+    observables = LayerHitObservables(layer_axis=0)
+    if standardize_per_species:
+        observables.fit_groups(data.train_samples, data.train_conditions, species, 2)
+    return with_observable_critic(gan, observables, data.train_samples,
                                   data.train_conditions, weight=observable_critic_weight)
 
 
@@ -279,7 +287,8 @@ def main(argv=None):
                       conservation_weight=args.conservation_weight,
                       occupancy_weight=args.occupancy_weight,
                       layer_energy_weight=args.layer_energy_weight,
-                      observable_critic_weight=args.observable_critic_weight)
+                      observable_critic_weight=args.observable_critic_weight,
+                      standardize_per_species=args.observables_per_species)
     # XLA:CPU makes 3D convolutions ~40x slower (ddsim_gan.models.calorimeter): no jit for (c).
     jit = not args.no_jit and args.model != "conv3d"
     second_critic = hasattr(gan, "observable_critic")

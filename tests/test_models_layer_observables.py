@@ -45,7 +45,9 @@ def test_layer_observables_serialize():
     again = keras.saving.deserialize_keras_object(
         keras.saving.serialize_keras_object(observables))
     assert type(again) is LayerHitObservables
-    assert again.get_config() == {"layer_axis": 1, "hit_fraction": 0.1, "temperature": 0.02}
+    assert again.get_config() == {"layer_axis": 1, "hit_fraction": 0.1, "temperature": 0.02,
+                                  "group_index": None, "group_means": None,
+                                  "group_scales": None}
 
 
 def test_wgan_optimizers_give_the_second_critic_its_own_faster_rate():
@@ -61,3 +63,27 @@ def test_wgan_optimizers_give_the_second_critic_its_own_faster_rate():
     assert float(rate) == pytest.approx(5.0 * float(critic_rate))
     with pytest.raises(SystemExit, match="lr-factor"):
         recipe.wgan_optimizers(settings, observable_critic_lr_factor=0.0)
+
+
+def test_layer_observables_standardized_within_each_category():
+    cells = _showers(60, seed=2)
+    cells[1::2] *= 10.0                                       # a second, brighter species
+    conditions = np.stack([np.full(60, 10.0), np.arange(60) % 2], 1).astype(np.float32)
+    observables = LayerHitObservables(layer_axis=0).fit_groups(cells, conditions, 1, 2,
+                                                               batch_size=16)
+    values = observables.observables(tf.constant(cells), tf.constant(conditions)).numpy()
+    raw = observables.raw_observables(tf.constant(cells)).numpy()
+    for g in (0, 1):
+        rows = conditions[:, 1] == g
+        spread = np.maximum(raw[rows].std(0), LayerHitObservables.scale_floor)
+        np.testing.assert_allclose(values[rows], (raw[rows] - raw[rows].mean(0)) / spread,
+                                   rtol=1e-4, atol=1e-4)
+    assert abs(values[:, 8].mean()) < 1e-4                    # log sum_E: the gap is gone
+    again = keras.saving.deserialize_keras_object(
+        keras.saving.serialize_keras_object(observables))
+    np.testing.assert_allclose(
+        again.observables(tf.constant(cells), tf.constant(conditions)).numpy(), values)
+    with pytest.raises(ValueError, match="conditions"):
+        observables.observables(tf.constant(cells))
+    with pytest.raises(ValueError, match="group_index"):
+        LayerHitObservables(group_means=[[0.0]], group_scales=[[1.0]])
