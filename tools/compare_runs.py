@@ -9,9 +9,10 @@
 Each argument is a run directory holding ``metrics.json`` (or the file itself). Rows are the
 metrics (default: every metric with a bar in any run, then ``classifier_auc`` and ``FPD``),
 columns the runs (headed by ``metrics.json``'s ``"model"`` when present, else the directory
-name), each cell ``value ± error`` with a mark when the run fails that metric's bar; the last
-columns give the bar and the reference-vs-reference floor of the first run. The table ends with
-a line per run: bars passed, training minutes and steps.
+name; the directory added where two runs share a model), each cell ``value ± error`` with a
+mark when the run fails that metric's bar; the last columns give the bar and the
+reference-vs-reference floor of the first run. The table ends with a line per run: bars
+passed, training minutes and steps.
 """
 
 from __future__ import annotations
@@ -32,6 +33,7 @@ def load(path) -> dict:
         raise FileNotFoundError(f"{path}: no metrics.json (is this a recipe's output directory?)")
     result = json.loads(file.read_text())
     result.setdefault("_label", result.get("model") or file.parent.name)
+    result.setdefault("_directory", file.parent.name)
     return result
 
 
@@ -54,6 +56,9 @@ def table(results, metrics=None) -> str:
         metrics += [n for n in EXTRA_DEFAULT if any(n in run for run in by_run)
                     and n not in metrics]
     labels = [r["_label"] for r in results]
+    # two runs of one model (an ablation) are told apart by their directories
+    labels = [f"{label} ({r['_directory']})" if labels.count(label) > 1 else label
+              for label, r in zip(labels, results)]
     lines = ["| metric | " + " | ".join(labels) + " | bar | floor |",
              "|---" * (len(labels) + 3) + "|"]
     for name in metrics:
