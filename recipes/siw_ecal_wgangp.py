@@ -100,10 +100,11 @@ def _extra_options(parser):
                         default=OBSERVABLE_CRITIC_LR_FACTOR,
                         help="with --observable-critic-weight: the second critic's learning "
                              "rate over the image critic's (default %(default)s)")
-    parser.add_argument("--observables-per-species", action="store_true",
+    parser.add_argument("--pooled-observables", action="store_true",
                         help="with --observable-critic-weight: standardize the second critic's "
-                             "observables within each species (the electrons' energy "
-                             "resolution is a twentieth of the spread between species)")
+                             "observables over both species together instead of within each "
+                             "(the electrons' energy resolution is then a twentieth of the "
+                             "unit, and the critic lets it widen)")
 
 
 def export_name(model: str) -> str:
@@ -218,7 +219,7 @@ def seed_plots(detector, conditions, ref, gen, plot_dir) -> list[str]:
 def build_model(model, detector, data, hidden=None, seed=0, conservation_weight=CONSERVATION_WEIGHT,
                 occupancy_weight=OCCUPANCY_WEIGHT, layer_energy_weight=LAYER_ENERGY_WEIGHT,
                 observable_critic_weight=OBSERVABLE_CRITIC_WEIGHT,
-                standardize_per_species=False):
+                standardize_per_species=True):
     """The GAN of ``--model`` (module docstring)."""
     from ddsim_gan.detectors import siw_ecal
     from ddsim_gan.models.calorimeter import build_calorimeter_gan
@@ -288,7 +289,7 @@ def main(argv=None):
                       occupancy_weight=args.occupancy_weight,
                       layer_energy_weight=args.layer_energy_weight,
                       observable_critic_weight=args.observable_critic_weight,
-                      standardize_per_species=args.observables_per_species)
+                      standardize_per_species=not args.pooled_observables)
     # XLA:CPU makes 3D convolutions ~40x slower (ddsim_gan.models.calorimeter): no jit for (c).
     jit = not args.no_jit and args.model != "conv3d"
     second_critic = hasattr(gan, "observable_critic")

@@ -49,10 +49,14 @@ def make_draws_fixed(gan):
     for penalty in gan.penalties:
         if isinstance(penalty, GradientPenalty):
             penalty.interpolation_weights = interpolation_weights
+    if hasattr(gan, "observable_critic"):                      # the second critic's penalty
+        gan.observable_interpolation_weights = lambda encoded, shape: tf.reshape(
+            0.5 + 0.5 * tf.sin(11.0 * _event_code(encoded)[:, 0]), shape)
 
 
 def networks(gan):
-    return [gan.generator, gan.critic] + ([gan.regressor] if hasattr(gan, "regressor") else [])
+    return [gan.generator, gan.critic] + [getattr(gan, name) for name in (
+        "regressor", "observable_critic") if hasattr(gan, name)]
 
 
 _STRATEGIES = {}

@@ -115,11 +115,14 @@ class ObservableCriticMixin:
     def _observable_scores(self, values, encoded, training=True):
         return tf.cast(self.observable_critic([values, encoded], training=training), tf.float32)
 
+    def observable_interpolation_weights(self, encoded, shape):
+        """u ~ U[0, 1] per event for the second critic's gradient penalty."""
+        return keras.random.uniform(shape, 0.0, 1.0, seed=self.seed_generator)
+
     def update_observable_critic(self, conditions, encoded, real, fake):
         real_values = tf.stop_gradient(self.standardized_observables(real, conditions))
         fake_values = tf.stop_gradient(self.standardized_observables(fake, conditions))
-        u = keras.random.uniform((tf.shape(real_values)[0], 1), 0.0, 1.0,
-                                 seed=self.seed_generator)
+        u = self.observable_interpolation_weights(encoded, (tf.shape(real_values)[0], 1))
         mixed = u * real_values + (1.0 - u) * fake_values
         with tf.GradientTape() as tape:
             real_scores = self._observable_scores(real_values, encoded)
