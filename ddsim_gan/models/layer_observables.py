@@ -17,7 +17,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from .penalties import ConservationPenalty, GroupedLayerPenalty
+from .penalties import ConservationPenalty, GroupedLayerPenalty, categories
 
 _PACKAGE = "ddsim_gan"
 
@@ -75,9 +75,6 @@ class LayerHitObservables:
         return tf.concat([tf.math.log1p(energy), self._occupancy.quantity_per_event(cells),
                           tf.math.log1p(total), tf.math.log1p(hits)], axis=1)
 
-    def groups(self, conditions):
-        return tf.cast(tf.round(tf.cast(conditions[:, self.group_index], tf.float32)), tf.int32)
-
     def observables(self, physical, conditions=None):
         """``[n, 2 L + 2]``, standardized within categories where fitted (then ``conditions``,
         physical, are needed)."""
@@ -87,7 +84,7 @@ class LayerHitObservables:
         if conditions is None:
             raise ValueError(f"{type(self).__name__}: standardizing within categories needs "
                              "the conditions")
-        group = self.groups(conditions)
+        group = categories(conditions, self.group_index)
         means = tf.gather(tf.constant(self.group_means, tf.float32), group)
         scales = tf.gather(tf.constant(self.group_scales, tf.float32), group)
         return (values - means) / scales

@@ -87,6 +87,11 @@ def global_batch_sum(tensor):
     return context.all_reduce(tf.distribute.ReduceOp.SUM, tensor)
 
 
+def categories(conditions, index):
+    """``[n]`` int32: the categorical condition ``index`` of each event, rounded."""
+    return tf.cast(tf.round(tf.cast(conditions[:, index], tf.float32)), tf.int32)
+
+
 def _batch_mean(per_event):
     """Mean over the global batch of a per-event ``[n]`` quantity."""
     count = global_batch_sum(tf.cast(tf.shape(per_event)[0], per_event.dtype))
@@ -339,7 +344,7 @@ class GroupedConservationPenalty(ConservationPenalty):
 
     def groups(self, conditions):
         """``[n]`` int32 category of each event."""
-        return tf.cast(tf.round(tf.cast(conditions[:, self.group_index], tf.float32)), tf.int32)
+        return categories(conditions, self.group_index)
 
     def fit_reference(self, samples, conditions, batch_size: int = 2048):
         """Set ``reference_means`` to each category's mean of Q over the physical training
