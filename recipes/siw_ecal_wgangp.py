@@ -183,7 +183,7 @@ def add_seed_columns(comparison, detector, data, generators, seed=0) -> None:
 
 def seed_plots(detector, conditions, ref, gen, plot_dir) -> list[str]:
     """Per-layer occupancy and mean seed hits per layer (reference vs generated, per species),
-    and the seed-hit count with a ratio panel."""
+    the seed-hit count, and per species sum_E on logarithmic bins, with ratio panels."""
     import os
 
     import numpy as np
@@ -213,6 +213,11 @@ def seed_plots(detector, conditions, ref, gen, plot_dir) -> list[str]:
             per_layer_ref[mask], per_layer_gen[mask],
             path=os.path.join(plot_dir, f"seed_hits_per_layer_{label.strip('-')}.png"),
             xlabel="layer (0 = seed's layer 1)", ylabel=f"mean seed hits per layer, {label}"))
+        if index is not None:   # the pions' two populations (tracks, showers) show only here
+            paths.append(P.plot_histogram_ratio(
+                O.total_energy(ref[mask]), O.total_energy(gen[mask]),
+                label=f"sum_E per event, {label}", unit="MIP", log=True,
+                path=os.path.join(plot_dir, f"hist_sum_E_{label.strip('-')}.png")))
     return paths
 
 

@@ -86,3 +86,23 @@ def test_mpd_tpc_recipe_tiny_run(tmp_path):
             row = names[f"binned_mean_dev:{moment}|{condition}"]
             assert row["bar"] == 0.03 and len(row["extra"]["mean_ref"]) == 5
     assert _exported(out, "mpd_tpc_gan")
+
+
+def test_siw_seed_plots_per_species(tmp_path):
+    """The SiW seed plots: occupancy and seed hits per layer, and sum_E per species (where
+    the pions' track and shower populations show), one PNG each, none for an absent species."""
+    from ddsim_gan import config, detectors
+
+    module = config.load_recipe("siw_ecal_wgangp")
+    detector = detectors.get("siw_ecal")
+    conditions, ref = detector.simulate(40, seed=1)
+    gen = detector.simulate_at(conditions, seed=2)
+    paths = module.seed_plots(detector, conditions, ref, gen, str(tmp_path))
+    names = {p.rsplit("/", 1)[-1] for p in paths}
+    assert {"hist_nhits_seed.png", "occupancy_per_layer_all.png", "hist_sum_E_e.png",
+            "hist_sum_E_pi.png", "seed_hits_per_layer_pi.png"} <= names
+    assert all((tmp_path / name).stat().st_size > 1000 for name in names)
+    electrons = conditions[:, 1] == 0
+    paths = module.seed_plots(detector, conditions[electrons], ref[electrons], gen[electrons],
+                              str(tmp_path / "e_only"))
+    assert not any("_pi" in p for p in paths)
