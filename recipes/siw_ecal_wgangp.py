@@ -70,6 +70,8 @@ CONSERVATION_WEIGHT = 30.0
 OCCUPANCY_WEIGHT, LAYER_ENERGY_WEIGHT = 20.0, 10.0
 #: second critic on the per-layer observables (b, c): weight and learning rate over the critic's
 OBSERVABLE_CRITIC_WEIGHT, OBSERVABLE_CRITIC_LR_FACTOR = 3.0, 5.0
+#: values of the generator's discrete latent code (0 = none; ddsim_gan.models.calorimeter)
+DISCRETE_LATENT = 0
 SPECIES = ("e-", "pi-")
 
 
@@ -100,6 +102,10 @@ def _extra_options(parser):
                         default=OBSERVABLE_CRITIC_LR_FACTOR,
                         help="with --observable-critic-weight: the second critic's learning "
                              "rate over the image critic's (default %(default)s)")
+    parser.add_argument("--discrete-latent", type=int, default=DISCRETE_LATENT,
+                        help="values K of a discrete latent code beside the normal latent, so "
+                             "the generator can draw the pions' tracks and showers as separate "
+                             "populations (DiscreteLatent; default %(default)s = none)")
     parser.add_argument("--pooled-observables", action="store_true",
                         help="with --observable-critic-weight: standardize the second critic's "
                              "observables over both species together instead of within each "
@@ -224,7 +230,7 @@ def seed_plots(detector, conditions, ref, gen, plot_dir) -> list[str]:
 def build_model(model, detector, data, hidden=None, seed=0, conservation_weight=CONSERVATION_WEIGHT,
                 occupancy_weight=OCCUPANCY_WEIGHT, layer_energy_weight=LAYER_ENERGY_WEIGHT,
                 observable_critic_weight=OBSERVABLE_CRITIC_WEIGHT,
-                standardize_per_species=True):
+                standardize_per_species=True, discrete_latent=DISCRETE_LATENT):
     """The GAN of ``--model`` (module docstring)."""
     from ddsim_gan.detectors import siw_ecal
     from ddsim_gan.models.calorimeter import build_calorimeter_gan
@@ -255,7 +261,8 @@ def build_model(model, detector, data, hidden=None, seed=0, conservation_weight=
         generator_channels=(16, 8) if not hidden else (4, 2),
         critic_channels=(8, 16, 32) if not hidden else (2, 4, 4),
         critic_features=[seed_hit_features], extra_penalties=penalties,
-        readout_noise=siw_ecal.NOISE_MIP.reshape(-1, 1, 1), seed=seed)
+        readout_noise=siw_ecal.NOISE_MIP.reshape(-1, 1, 1), discrete_latent=discrete_latent,
+        seed=seed)
     if model == "wgangp" or not observable_critic_weight > 0:
         return gan
     from ddsim_gan.models.layer_observables import LayerHitObservables
@@ -294,7 +301,8 @@ def main(argv=None):
                       occupancy_weight=args.occupancy_weight,
                       layer_energy_weight=args.layer_energy_weight,
                       observable_critic_weight=args.observable_critic_weight,
-                      standardize_per_species=not args.pooled_observables)
+                      standardize_per_species=not args.pooled_observables,
+                      discrete_latent=args.discrete_latent)
     # XLA:CPU makes 3D convolutions ~40x slower (ddsim_gan.models.calorimeter): no jit for (c).
     jit = not args.no_jit and args.model != "conv3d"
     second_critic = hasattr(gan, "observable_critic")

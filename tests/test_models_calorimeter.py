@@ -322,3 +322,52 @@ def test_fixed_denominator_removes_the_low_bias_of_a_heavy_tailed_quantity():
     pushed_down, unbiased = mean_gradient(batch), mean_gradient(fixed)
     assert pushed_down > 0.05                        # descending it lowers the generated mean
     assert abs(unbiased) < 0.3 * pushed_down
+
+
+def test_discrete_latent_is_a_uniform_one_hot_of_the_first_normal():
+    from ddsim_gan.models.calorimeter import DiscreteLatent
+
+    z = np.random.default_rng(0).standard_normal((40_000, 3)).astype("float32")
+    code = np.asarray(DiscreteLatent(4)(z))
+    assert code.shape == (40_000, 4) and set(np.unique(code)) == {0.0, 1.0}
+    np.testing.assert_array_equal(code.sum(axis=1), 1.0)
+    np.testing.assert_allclose(code.mean(axis=0), 0.25, atol=0.01)     # equally likely
+    # k is monotonic in z_0 (quartiles of the normal: -0.674, 0, 0.674); z_1, z_2 unused
+    edges = np.array([-np.inf, -0.6745, 0.0, 0.6745, np.inf])
+    np.testing.assert_array_equal(code.argmax(axis=1), np.digitize(z[:, 0], edges[1:-1]))
+    with pytest.raises(ValueError, match="at least 2"):
+        DiscreteLatent(1)
+
+
+def test_discrete_latent_code_reaches_trunk_and_output_and_survives_saving(tmp_path):
+    from ddsim_gan.models import load_generator
+    from ddsim_gan.models.calorimeter import build_calorimeter_gan
+
+    keras.utils.set_random_seed(1)
+    detector = TinyLayered()
+    conditions, samples = detector.simulate(200, seed=0)
+    gan = build_calorimeter_gan(detector, conditions, samples, energy_condition="E_beam",
+                                generator_hidden=(8, 8), critic_hidden=(8,),
+                                discrete_latent=3)
+    output = gan.generator.get_layer("output_dense")
+    # trunk 8 + code 3 + encoded conditions (E, one-hot species)
+    assert output.kernel.shape[0] == 8 + 3 + gan.condition_encoder.output_width
+    # the species start is still on the conditions' rows: per species mean response kept
+    generated = gan.generate(conditions, seed=0)
+    for species in (0, 1):
+        rows = conditions[:, 1] == species
+        assert 0.8 < generated[rows].sum() / samples[rows].sum() < 1.2
+    # same noise except the code's normal: different code, different shower
+    kernel = np.asarray(output.kernel)
+    kernel[8:11] = np.array([[0.0], [3.0], [-3.0]]) * np.ones((1, kernel.shape[1]))
+    output.kernel.assign(kernel)
+    noise = np.zeros((3, gan.latent_dim), "float32")
+    noise[:, 0] = [-2.0, 0.0, 2.0]                       # codes 0, 1, 2
+    cond = np.repeat(conditions[:1], 3, axis=0)
+    raw = np.asarray(gan.generator([tf.constant(noise), gan.condition_encoder(cond)]))
+    assert len({round(float(v), 3) for v in raw[:, -1]}) == 3    # the response moves with k
+    gan.sampler.save(tmp_path / "generator.keras")
+    reloaded = load_generator(tmp_path / "generator.keras")
+    np.testing.assert_allclose(reloaded.predict([cond, noise], verbose=0),
+                               gan.sampler.predict([cond, noise], verbose=0), rtol=1e-5,
+                               atol=1e-5)
