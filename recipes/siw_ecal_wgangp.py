@@ -72,6 +72,8 @@ OCCUPANCY_WEIGHT, LAYER_ENERGY_WEIGHT = 20.0, 10.0
 OBSERVABLE_CRITIC_WEIGHT, OBSERVABLE_CRITIC_LR_FACTOR = 3.0, 5.0
 #: values of the generator's discrete latent code (0 = none; ddsim_gan.models.calorimeter)
 DISCRETE_LATENT = 0
+#: estimator of the grouped penalties (ConservationPenalty): "square" narrows the spread
+PENALTY_ESTIMATOR = "square"
 SPECIES = ("e-", "pi-")
 
 
@@ -106,6 +108,11 @@ def _extra_options(parser):
                         help="values K of a discrete latent code beside the normal latent, so "
                              "the generator can draw the pions' tracks and showers as separate "
                              "populations (DiscreteLatent; default %(default)s = none)")
+    parser.add_argument("--penalty-estimator", choices=("square", "halves"),
+                        default=PENALTY_ESTIMATOR,
+                        help="the grouped penalties' estimator: the squared batch-mean "
+                             "difference, or the product of two generated halves' differences, "
+                             "which does not narrow the spread (b, c; default %(default)s)")
     parser.add_argument("--pooled-observables", action="store_true",
                         help="with --observable-critic-weight: standardize the second critic's "
                              "observables over both species together instead of within each "
@@ -230,7 +237,8 @@ def seed_plots(detector, conditions, ref, gen, plot_dir) -> list[str]:
 def build_model(model, detector, data, hidden=None, seed=0, conservation_weight=CONSERVATION_WEIGHT,
                 occupancy_weight=OCCUPANCY_WEIGHT, layer_energy_weight=LAYER_ENERGY_WEIGHT,
                 observable_critic_weight=OBSERVABLE_CRITIC_WEIGHT,
-                standardize_per_species=True, discrete_latent=DISCRETE_LATENT):
+                standardize_per_species=True, discrete_latent=DISCRETE_LATENT,
+                penalty_estimator=PENALTY_ESTIMATOR):
     """The GAN of ``--model`` (module docstring)."""
     from ddsim_gan.detectors import siw_ecal
     from ddsim_gan.models.calorimeter import build_calorimeter_gan
@@ -242,14 +250,14 @@ def build_model(model, detector, data, hidden=None, seed=0, conservation_weight=
                                name="seed_hit_features")
 
     species = detector.condition_names.index("species")
+    grouped = dict(group_index=species, n_groups=2, estimator=penalty_estimator)
     penalties = [] if model == "wgangp" else [
-        GroupedConservationPenalty("sum_E", conservation_weight, group_index=species, n_groups=2),
-        GroupedConservationPenalty("nhits", conservation_weight, group_index=species, n_groups=2)]
+        GroupedConservationPenalty("sum_E", conservation_weight, **grouped),
+        GroupedConservationPenalty("nhits", conservation_weight, **grouped)]
     for quantity, weight in (("layer_occupancy", occupancy_weight),
                              ("layer_energy", layer_energy_weight)):
         if model != "wgangp" and weight:
-            penalties.append(GroupedLayerPenalty(quantity, weight, group_index=species,
-                                                 n_groups=2, layer_axis=0))
+            penalties.append(GroupedLayerPenalty(quantity, weight, layer_axis=0, **grouped))
     # fixed denominators: the batch's own mean would bias the pions low (the penalty's doc)
     for penalty in penalties:
         penalty.fit_reference(data.train_samples, data.train_conditions)
@@ -302,7 +310,8 @@ def main(argv=None):
                       layer_energy_weight=args.layer_energy_weight,
                       observable_critic_weight=args.observable_critic_weight,
                       standardize_per_species=not args.pooled_observables,
-                      discrete_latent=args.discrete_latent)
+                      discrete_latent=args.discrete_latent,
+                      penalty_estimator=args.penalty_estimator)
     # XLA:CPU makes 3D convolutions ~40x slower (ddsim_gan.models.calorimeter): no jit for (c).
     jit = not args.no_jit and args.model != "conv3d"
     second_critic = hasattr(gan, "observable_critic")

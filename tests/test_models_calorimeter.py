@@ -371,3 +371,58 @@ def test_discrete_latent_code_reaches_trunk_and_output_and_survives_saving(tmp_p
     np.testing.assert_allclose(reloaded.predict([cond, noise], verbose=0),
                                gan.sampler.predict([cond, noise], verbose=0), rtol=1e-5,
                                atol=1e-5)
+
+
+@pytest.mark.parametrize("penalty_class", ["ConservationPenalty", "GroupedConservationPenalty"])
+def test_halves_estimator_does_not_narrow_the_generated_spread(penalty_class):
+    """Generated and real sum_E from the same two-population distribution (tracks at 20,
+    showers at 200): the square of the batch-mean difference still has a gradient that narrows
+    the generated spread (its expectation holds Var(Q) / n); the halves' product has none."""
+    from ddsim_gan.models import penalties as P
+
+    rng = np.random.default_rng(3)
+    conditions = tf.zeros((64, 1))
+
+    def sample(n):
+        return np.where(rng.random(n) < 0.55, 20.0, 200.0) * rng.lognormal(0, 0.2, n)
+
+    centre = np.float32((0.55 * 20.0 + 0.45 * 200.0) * np.exp(0.02))    # the true mean
+
+    def mean_spread_gradient(penalty):
+        total = 0.0
+        for _ in range(300):
+            real = tf.constant(sample(64).astype(np.float32)[:, None])
+            draw = sample(64)
+            spread = tf.Variable(1.0)                  # fake = centre + spread (draw - centre)
+            with tf.GradientTape() as tape:
+                fake = centre + spread * tf.constant((draw - centre).astype(np.float32)[:, None])
+                value = penalty(P.StepTensors(conditions, None, real, fake, None, lambda x: x))
+            total += float(tape.gradient(value, spread))
+        return total / 300
+
+    extra = {"group_index": 0, "n_groups": 1} if penalty_class.startswith("Grouped") else {}
+    square = getattr(P, penalty_class)("sum_E", **extra)
+    halves = getattr(P, penalty_class)("sum_E", estimator="halves", **extra)
+    narrowing, unbiased = mean_spread_gradient(square), mean_spread_gradient(halves)
+    assert narrowing > 0.01                    # descending it shrinks the generated spread
+    assert abs(unbiased) < 0.25 * narrowing
+    assert getattr(P, penalty_class).from_config(halves.get_config()).estimator == "halves"
+    with pytest.raises(ValueError, match="estimator"):
+        getattr(P, penalty_class)("sum_E", estimator="cube", **extra)
+
+
+def test_grouped_halves_estimator_by_hand():
+    from ddsim_gan.models.penalties import GroupedConservationPenalty, StepTensors
+
+    # rows 0, 2, 4 are half A, rows 1, 3, 5 half B; group 1 only in half A: left out
+    conditions = tf.constant([[0.0], [0.0], [0.0], [0.0], [1.0], [0.0]])
+    real = tf.constant([[2.0], [2.0], [2.0], [2.0], [5.0], [2.0]])
+    fake = tf.constant([[3.0], [1.0], [5.0], [2.0], [9.0], [3.0]])
+    step = StepTensors(conditions, None, real, fake, None, lambda x: x)
+    penalty = GroupedConservationPenalty("sum_E", group_index=0, n_groups=2,
+                                         estimator="halves")
+    # group 0: real mean 2; A = {3, 5} -> 4, B = {1, 2, 3} -> 2: (4 - 2)(2 - 2) / 4 = 0
+    assert float(penalty(step)) == pytest.approx(0.0, abs=1e-7)
+    fake = tf.constant([[3.0], [4.0], [5.0], [2.0], [9.0], [3.0]])     # B -> 3
+    step = StepTensors(conditions, None, real, fake, None, lambda x: x)
+    assert float(penalty(step)) == pytest.approx((4 - 2) * (3 - 2) / 4, rel=1e-6)
