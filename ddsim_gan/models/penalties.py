@@ -200,9 +200,10 @@ class ConservationPenalty(Penalty):
     ``estimator``: "square" is P above. Its expectation over batches is the squared difference
     of the means plus the variance of the generated batch mean, Var(Q) / n, so its gradient
     also narrows the generated distribution of Q: a spread-out or two-population quantity
-    pays for its spread (SiW pions, tracks at 20 MIP and showers to 400: the narrowing term
-    at weight 30 was worth about 0.7 of loss against a Wasserstein estimate of 1.5, and the
-    generator drew one population at 80-160 MIP). "halves" splits the generated events into
+    pays for its spread (SiW pions, tracks at 20 MIP and showers to 400: at weight 30 the
+    narrowing term is worth about 0.7 of loss against a Wasserstein estimate of 1.5; removing
+    it brought the means closer but did not split the pions' populations, 2026-12-05,
+    docs/siw_ecal_wgangp.md). "halves" splits the generated events into
     two halves A and B (even and odd rows) and takes
 
         P = (mean_A Q(x_fake) - mean Q(x_real)) (mean_B Q(x_fake) - mean Q(x_real)) / S^2,
