@@ -74,6 +74,8 @@ OBSERVABLE_CRITIC_WEIGHT, OBSERVABLE_CRITIC_LR_FACTOR = 3.0, 5.0
 DISCRETE_LATENT = 0
 #: estimator of the grouped penalties (ConservationPenalty): "square" narrows the spread
 PENALTY_ESTIMATOR = "square"
+#: the occupancy penalty's gradient: sigmoid((layer max - 5 % event max) / (t event max))
+OCCUPANCY_TEMPERATURE = 0.05
 SPECIES = ("e-", "pi-")
 
 
@@ -92,6 +94,10 @@ def _extra_options(parser):
     parser.add_argument("--occupancy-weight", type=float, default=OCCUPANCY_WEIGHT,
                         help="weight of the per-layer occupancy penalty (b, c; "
                              "GroupedLayerPenalty; default %(default)s, 0 = off)")
+    parser.add_argument("--occupancy-temperature", type=float, default=OCCUPANCY_TEMPERATURE,
+                        help="width t of the occupancy penalty's soft indicator, in units of "
+                             "the event's maximum: its gradient reaches layers whose maximum "
+                             "is within a few t of the 5 %% cut (b, c; default %(default)s)")
     parser.add_argument("--layer-energy-weight", type=float, default=LAYER_ENERGY_WEIGHT,
                         help="weight of the per-layer mean-energy penalty (b, c; "
                              "default %(default)s, 0 = off)")
@@ -238,7 +244,8 @@ def build_model(model, detector, data, hidden=None, seed=0, conservation_weight=
                 occupancy_weight=OCCUPANCY_WEIGHT, layer_energy_weight=LAYER_ENERGY_WEIGHT,
                 observable_critic_weight=OBSERVABLE_CRITIC_WEIGHT,
                 standardize_per_species=True, discrete_latent=DISCRETE_LATENT,
-                penalty_estimator=PENALTY_ESTIMATOR):
+                penalty_estimator=PENALTY_ESTIMATOR,
+                occupancy_temperature=OCCUPANCY_TEMPERATURE):
     """The GAN of ``--model`` (module docstring)."""
     from ddsim_gan.detectors import siw_ecal
     from ddsim_gan.models.calorimeter import build_calorimeter_gan
@@ -257,7 +264,9 @@ def build_model(model, detector, data, hidden=None, seed=0, conservation_weight=
     for quantity, weight in (("layer_occupancy", occupancy_weight),
                              ("layer_energy", layer_energy_weight)):
         if model != "wgangp" and weight:
-            penalties.append(GroupedLayerPenalty(quantity, weight, layer_axis=0, **grouped))
+            soft = {"temperature": occupancy_temperature} if quantity == "layer_occupancy" else {}
+            penalties.append(GroupedLayerPenalty(quantity, weight, layer_axis=0, **soft,
+                                                 **grouped))
     # fixed denominators: the batch's own mean would bias the pions low (the penalty's doc)
     for penalty in penalties:
         penalty.fit_reference(data.train_samples, data.train_conditions)
@@ -311,7 +320,8 @@ def main(argv=None):
                       observable_critic_weight=args.observable_critic_weight,
                       standardize_per_species=not args.pooled_observables,
                       discrete_latent=args.discrete_latent,
-                      penalty_estimator=args.penalty_estimator)
+                      penalty_estimator=args.penalty_estimator,
+                      occupancy_temperature=args.occupancy_temperature)
     # XLA:CPU makes 3D convolutions ~40x slower (ddsim_gan.models.calorimeter): no jit for (c).
     jit = not args.no_jit and args.model != "conv3d"
     second_critic = hasattr(gan, "observable_critic")
