@@ -81,6 +81,12 @@ def plot_histogram_ratio(ref, gen, *, label: str, unit: str | None = None, path,
         if log:
             top.set_xscale("log")
             top.set_yscale("log")
+            # 1-2-5 ticks in plain numbers: matplotlib by itself labels the minor ticks of a short
+            # range as 2x10^1, 3x10^1, ..., which overlap
+            bottom.xaxis.set_major_locator(matplotlib.ticker.LogLocator(subs=(1.0, 2.0, 5.0)))
+            bottom.xaxis.set_major_formatter(matplotlib.ticker.FuncFormatter(
+                lambda value, _: f"{value:g}"))
+            bottom.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
         with np.errstate(divide="ignore", invalid="ignore"):
             ratio = (n_gen * scale_gen) / (n_ref * scale_ref)
             error = ratio * np.sqrt(1.0 / n_gen + 1.0 / n_ref)
