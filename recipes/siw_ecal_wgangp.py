@@ -113,7 +113,9 @@ def _extra_options(parser):
     parser.add_argument("--discrete-latent", type=int, default=DISCRETE_LATENT,
                         help="values K of a discrete latent code beside the normal latent, so "
                              "the generator can draw the pions' tracks and showers as separate "
-                             "populations (DiscreteLatent; default %(default)s = none)")
+                             "populations; code k of a species starts at the k-th of K "
+                             "equal-population slices of its sum_E (DiscreteLatent; default "
+                             "%(default)s = none)")
     parser.add_argument("--penalty-estimator", choices=("square", "halves"),
                         default=PENALTY_ESTIMATOR,
                         help="the grouped penalties' estimator: the squared batch-mean "

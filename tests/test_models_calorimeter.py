@@ -350,8 +350,9 @@ def test_discrete_latent_code_reaches_trunk_and_output_and_survives_saving(tmp_p
                                 generator_hidden=(8, 8), critic_hidden=(8,),
                                 discrete_latent=3)
     output = gan.generator.get_layer("output_dense")
-    # trunk 8 + code 3 + encoded conditions (E, one-hot species)
-    assert output.kernel.shape[0] == 8 + 3 + gan.condition_encoder.output_width
+    # trunk 8 + code 3 + code x conditions 3 x 3 + encoded conditions (E, one-hot species)
+    width = gan.condition_encoder.output_width
+    assert width == 3 and output.kernel.shape[0] == 8 + 3 + 3 * width + width
     # the species start is still on the conditions' rows: per species mean response kept
     generated = gan.generate(conditions, seed=0)
     for species in (0, 1):
@@ -371,6 +372,36 @@ def test_discrete_latent_code_reaches_trunk_and_output_and_survives_saving(tmp_p
     np.testing.assert_allclose(reloaded.predict([cond, noise], verbose=0),
                                gan.sampler.predict([cond, noise], verbose=0), rtol=1e-5,
                                atol=1e-5)
+
+
+@pytest.mark.parametrize("codes", [0, 2])
+def test_discrete_latent_starts_a_two_population_category_as_a_mixture(codes):
+    """Half the pions are tracks (2 MIP in one corner cell per layer, 6 MIP in all), half
+    showers (about 100 MIP): with two codes the untrained generator already draws both, each
+    with its own pattern; without a code it draws one population between them."""
+    from ddsim_gan.models.calorimeter import build_calorimeter_gan
+
+    keras.utils.set_random_seed(3)
+    detector = TinyLayered()
+    conditions, samples = detector.simulate(2000, seed=0)
+    pions = np.flatnonzero(conditions[:, 1] == 1)
+    tracks = pions[: len(pions) // 2]
+    samples[tracks] = 0.0
+    samples[tracks, :, 0, 0] = 2.0
+    gan = build_calorimeter_gan(detector, conditions, samples, energy_condition="E_beam",
+                                generator_hidden=(8, 8), critic_hidden=(8,),
+                                discrete_latent=codes)
+    generated = gan.generate(conditions, seed=1)
+    totals = generated.reshape(len(generated), -1).sum(axis=1)
+    low = totals[pions] < 15.0            # the geometric mean of the two is 24
+    electrons = conditions[:, 1] == 0
+    assert 0.8 < totals[electrons].mean() / samples[electrons].sum(axis=(1, 2, 3)).mean() < 1.25
+    if not codes:
+        assert low.mean() < 0.05
+        return
+    assert 0.4 < low.mean() < 0.6
+    corner = generated[pions][:, :, 0, 0].sum(axis=1) / np.maximum(totals[pions], 1e-9)
+    assert np.median(corner[low]) > 0.8 and np.median(corner[~low]) < 0.1
 
 
 @pytest.mark.parametrize("penalty_class", ["ConservationPenalty", "GroupedConservationPenalty"])

@@ -91,8 +91,11 @@ class DiscreteLatent(keras.layers.Layer):
     trunk and the output, the network can assign codes to populations (mixture weights in
     steps of 1/K, refined by the continuous latent); the idea of a discrete latent code beside
     the continuous one is InfoGAN's (X. Chen et al., arXiv:1606.03657), without its
-    mutual-information term. Measured on the SiW pions with K = 8 at the full preset, the
-    network did not use it: one population again, 74-162 MIP (docs/siw_ecal_wgangp.md).
+    mutual-information term. Measured on the SiW pions with K = 8 at the full preset, from
+    random weights, the network did not use it: one population again, 74-162 MIP
+    (docs/siw_ecal_wgangp.md). The generator now crosses the code with the conditions
+    (:class:`CodeConditionCross`) and starts each (category, code) at one slice of that
+    category's events (:func:`start_at_category_means`), so it starts as a mixture.
     """
 
     def __init__(self, components: int, **kwargs):
@@ -111,6 +114,22 @@ class DiscreteLatent(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "components": self.components}
+
+
+@keras.saving.register_keras_serializable(package=_PACKAGE)
+class CodeConditionCross(keras.layers.Layer):
+    """``[code [n, K], encoded conditions [n, C]] -> [n, K C]``, column ``k C + j`` = code_k x
+    condition_j: an output weight per (code, condition), so code k can mean one population for
+    the pions and another for the electrons."""
+
+    def call(self, inputs):
+        code, conditions = inputs
+        crossed = code[:, :, None] * conditions[:, None, :]
+        return ops.reshape(crossed, (-1, code.shape[-1] * conditions.shape[-1]))
+
+    def compute_output_shape(self, input_shapes):
+        (n, k), (_, c) = input_shapes
+        return (n, k * c)
 
 
 @keras.saving.register_keras_serializable(package=_PACKAGE)
@@ -247,7 +266,8 @@ def cell_generator(latent_dim, condition_width, sample_shape, *, hidden=(256, 51
     ``cell_bias`` then only through the conditions' path of ``response``.
 
     ``discrete_latent`` K > 1 adds a :class:`DiscreteLatent` code of K values (from the first
-    latent normal) to the trunk's input and beside the conditions at the output.
+    latent normal) to the trunk's input, and beside the conditions at the output the code and
+    its :class:`CodeConditionCross` with the conditions (``[hidden, code, cross, conditions]``).
     """
     cells = math.prod(sample_shape)
     sizes = [latent_dim] + [cells] * (int(cell_noise) + int(readout_noise))
@@ -262,6 +282,8 @@ def cell_generator(latent_dim, condition_width, sample_shape, *, hidden=(256, 51
     x = layers.Concatenate()([z, *code, conditions])
     for i, units in enumerate(hidden):
         x = layers.LeakyReLU(0.2)(layers.Dense(int(units), name=f"dense_{i}")(x))
+    if code:
+        code.append(CodeConditionCross(name="code_cross")([code[0], conditions]))
     with_conditions = layers.Concatenate()([x, *code, conditions])
     if architecture == "dense":
         out = layers.Dense(cells + 1, dtype="float32", name="output_dense")(with_conditions)
@@ -287,7 +309,14 @@ def start_at_category_means(generator, encoder, detector, conditions, samples,
     log of that category's mean fractions minus the overall ones (logits, dense architecture
     only) and its mean log(sum_E / E) minus ``log_response`` (response unit). The one-hot inputs
     are the last ``condition_width`` rows of the output kernel (the conditions are concatenated
-    after the hidden layer)."""
+    after the hidden layer).
+
+    With a discrete latent code of K values (:class:`DiscreteLatent`), each category's events
+    are cut into K equal-population slices of sum_E, and the rows of (code k, category) of the
+    :class:`CodeConditionCross` start at slice k's mean fractions and mean response relative to
+    the category's. The K codes being equally likely, the untrained generator draws the
+    category's sum_E distribution as a K-step mixture (the SiW pions start with tracks and
+    showers), which training then refines."""
     flat = np.asarray(samples, np.float64).reshape(len(samples), -1)
     totals = flat.sum(axis=1)
     fractions = flat / np.maximum(totals, 1e-12)[:, None]
@@ -305,7 +334,8 @@ def start_at_category_means(generator, encoder, detector, conditions, samples,
 
     everything = np.ones(len(flat), bool)
     base = log_mean(everything)
-    dense = "output_dense" in [layer.name for layer in generator.layers]
+    names = [layer.name for layer in generator.layers]
+    dense = "output_dense" in names
     if dense:
         out = generator.get_layer("output_dense")
         out.bias.assign(np.append(base, 0.0).astype("float32"))
@@ -318,6 +348,17 @@ def start_at_category_means(generator, encoder, detector, conditions, samples,
         response_column = 0
     width = encoder.output_width
     first = kernel.shape[0] - width            # conditions come after the last hidden layer
+    codes = generator.get_layer("discrete_latent").components if "code_cross" in names else 0
+
+    def slices_by_total(rows, k_codes):
+        """``k_codes`` boolean masks: ``rows`` cut into equal-population slices of sum_E."""
+        members = np.flatnonzero(rows)
+        order = members[np.argsort(totals[members], kind="stable")]
+        for chosen in np.array_split(order, k_codes):
+            part = np.zeros(len(flat), bool)
+            part[chosen] = True
+            yield part
+
     column = 0
     for c, condition in enumerate(detector.conditions):
         if not condition.is_categorical:
@@ -330,6 +371,13 @@ def start_at_category_means(generator, encoder, detector, conditions, samples,
                 kernel[row, response_column] = log_ratio(rows) - log_response
                 if dense:
                     kernel[row, :-1] = log_mean(rows) - base
+                for code, part in enumerate(slices_by_total(rows, codes) if codes else ()):
+                    if not part.any():
+                        continue
+                    row = first - codes * width + code * width + column + k
+                    kernel[row, response_column] = log_ratio(part) - log_ratio(rows)
+                    if dense:
+                        kernel[row, :-1] = log_mean(part) - log_mean(rows)
         column += len(condition.labels)
     out.kernel.assign(kernel.astype("float32"))
 
