@@ -76,6 +76,9 @@ DISCRETE_LATENT = 0
 PENALTY_ESTIMATOR = "square"
 #: the occupancy penalty's gradient: sigmoid((layer max - 5 % event max) / (t event max))
 OCCUPANCY_TEMPERATURE = 0.05
+#: the per-layer penalties' pion populations: tracks below this sum_E (MIP), showers above it,
+#: each matched on its own (GroupedLayerPenalty's energy_split; 0 = pions taken as one group)
+PION_SPLIT_MIP = 0.0
 SPECIES = ("e-", "pi-")
 
 
@@ -121,6 +124,10 @@ def _extra_options(parser):
                         help="the grouped penalties' estimator: the squared batch-mean "
                              "difference, or the product of two generated halves' differences, "
                              "which does not narrow the spread (b, c; default %(default)s)")
+    parser.add_argument("--pion-split", type=float, default=PION_SPLIT_MIP, metavar="MIP",
+                        help="match the per-layer occupancy and energy of the pions below and "
+                             "above this sum_E separately (tracks and showers; b, c; default "
+                             "%(default)s = all pions together)")
     parser.add_argument("--pooled-observables", action="store_true",
                         help="with --observable-critic-weight: standardize the second critic's "
                              "observables over both species together instead of within each "
@@ -247,7 +254,7 @@ def build_model(model, detector, data, hidden=None, seed=0, conservation_weight=
                 observable_critic_weight=OBSERVABLE_CRITIC_WEIGHT,
                 standardize_per_species=True, discrete_latent=DISCRETE_LATENT,
                 penalty_estimator=PENALTY_ESTIMATOR,
-                occupancy_temperature=OCCUPANCY_TEMPERATURE):
+                occupancy_temperature=OCCUPANCY_TEMPERATURE, pion_split=PION_SPLIT_MIP):
     """The GAN of ``--model`` (module docstring)."""
     from ddsim_gan.detectors import siw_ecal
     from ddsim_gan.models.calorimeter import build_calorimeter_gan
@@ -267,8 +274,9 @@ def build_model(model, detector, data, hidden=None, seed=0, conservation_weight=
                              ("layer_energy", layer_energy_weight)):
         if model != "wgangp" and weight:
             soft = {"temperature": occupancy_temperature} if quantity == "layer_occupancy" else {}
+            split = [None, pion_split] if pion_split > 0 else None     # (e-, pi-)
             penalties.append(GroupedLayerPenalty(quantity, weight, layer_axis=0, **soft,
-                                                 **grouped))
+                                                 energy_split=split, **grouped))
     # fixed denominators: the batch's own mean would bias the pions low (the penalty's doc)
     for penalty in penalties:
         penalty.fit_reference(data.train_samples, data.train_conditions)
@@ -323,7 +331,8 @@ def main(argv=None):
                       standardize_per_species=not args.pooled_observables,
                       discrete_latent=args.discrete_latent,
                       penalty_estimator=args.penalty_estimator,
-                      occupancy_temperature=args.occupancy_temperature)
+                      occupancy_temperature=args.occupancy_temperature,
+                      pion_split=args.pion_split)
     # XLA:CPU makes 3D convolutions ~40x slower (ddsim_gan.models.calorimeter): no jit for (c).
     jit = not args.no_jit and args.model != "conv3d"
     second_critic = hasattr(gan, "observable_critic")

@@ -457,3 +457,38 @@ def test_grouped_halves_estimator_by_hand():
     fake = tf.constant([[3.0], [4.0], [5.0], [2.0], [9.0], [3.0]])     # B -> 3
     step = StepTensors(conditions, None, real, fake, None, lambda x: x)
     assert float(penalty(step)) == pytest.approx((4 - 2) * (3 - 2) / 4, rel=1e-6)
+
+
+def test_energy_split_sees_populations_that_the_category_mean_hides():
+    """Tracks that miss a layer and showers that over-hit it give the right occupancy over the
+    category; split by sum_E, each population's term sees its own error."""
+    from ddsim_gan.models.penalties import GroupedLayerPenalty, StepTensors
+
+    def events(track_hits_layer_1, shower_hits_layer_1):
+        x = np.zeros((4, 2, 1, 2), np.float32)
+        x[:2, :, 0, 0] = 1.0                             # two tracks: 1 MIP per layer
+        x[2:, 0, 0, 0] = 100.0                           # two showers, peak in layer 0
+        x[:2, 1, 0, 0] = 1.0 if track_hits_layer_1 else 0.0
+        x[2:, 1, 0, 1] = 10.0 if shower_hits_layer_1 else 1.0
+        return x
+
+    real = events(track_hits_layer_1=True, shower_hits_layer_1=False)
+    real[1, 1, 0, 0], real[2, 1, 0, 1] = 0.0, 10.0       # one track misses, one shower hits
+    fake = events(track_hits_layer_1=False, shower_hits_layer_1=True)
+    conditions = tf.constant([[10.0, 1.0]] * 4)
+    step = StepTensors(conditions, None, tf.constant(real), tf.constant(fake), None,
+                       lambda x: x)
+    whole = GroupedLayerPenalty("layer_occupancy", group_index=1, n_groups=2)
+    assert float(whole(step)) == pytest.approx(0.0)      # layer 1: 2 of 4 hit in both
+    split = GroupedLayerPenalty("layer_occupancy", group_index=1, n_groups=2,
+                                energy_split=[None, 50.0])
+    # tracks (group 2): layer 1 hit 0 against 0.5; showers (group 3): 1 against 0.5
+    assert float(split(step)) == pytest.approx((1.0 + 1.0) / 4, rel=1e-5)
+    fitted = GroupedLayerPenalty("layer_occupancy", group_index=1, n_groups=2,
+                                 energy_split=[None, 50.0]).fit_reference(
+        real, conditions.numpy())
+    np.testing.assert_allclose(fitted.reference_means, [[0, 0], [0, 0], [1, 0.5], [1, 0.5]])
+    again = GroupedLayerPenalty.from_config(fitted.get_config())
+    assert again.energy_split == [None, 50.0] and again.n_rows == 4
+    with pytest.raises(ValueError, match="energy_split"):
+        GroupedLayerPenalty("layer_occupancy", n_groups=2, energy_split=[40.0])

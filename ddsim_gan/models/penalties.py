@@ -351,73 +351,101 @@ class GroupedConservationPenalty(ConservationPenalty):
     E[1/r] / E[1/r^2] < E[r], below the true mean by about twice the squared relative
     spread of a batch mean. For SiW pions at 64 per batch that is 5 % low in sum_E and 10-23 %
     low in the layer energies (batch-to-batch spread 16-34 %), the 12 % the shipped model had.
+
+    ``energy_split`` (one sum_E boundary per category, physical units; ``None`` for a category
+    not split) splits each category g into two populations, events below and at or above the
+    boundary, each with its own term: group 2 g + [sum_E >= split_g], assigned to real and
+    generated events by their own sum_E (no gradient flows through the assignment). Matching
+    the means within each population is a statement about conditional means that the
+    category's mean cannot make: SiW pions are tracks (sum_E 16-28 MIP) and showers, and a
+    generator whose tracks miss layers while its showers hit them too often has the right
+    per-layer occupancy over all pions (2026-12-05, docs/siw_ecal_wgangp.md).
     """
 
     def __init__(self, quantity: str = "sum_E", weight: float = 1.0, group_index: int = 0,
                  n_groups: int = 2, hit_fraction: float = 0.05, temperature: float = 0.01,
-                 reference_means=None, estimator: str = "square"):
+                 reference_means=None, estimator: str = "square", energy_split=None):
         super().__init__(quantity, weight, hit_fraction, temperature, estimator)
         self.floor = 1e-12                  # of the denominator
         self.group_index = int(group_index)
         self.n_groups = int(n_groups)
+        self.energy_split = None
+        if energy_split is not None:
+            if len(energy_split) != self.n_groups:
+                raise ValueError(f"{self.name}: energy_split needs one boundary (or None) per "
+                                 f"category ({self.n_groups}), got {list(energy_split)}")
+            self.energy_split = [None if b is None else float(b) for b in energy_split]
         self.reference_means = None
         if reference_means is not None:
             means = np.asarray(reference_means, np.float64)
-            if means.ndim != 2 or means.shape[0] != self.n_groups or not np.all(
+            if means.ndim != 2 or means.shape[0] != self.n_rows or not np.all(
                     np.isfinite(means)):
                 raise ValueError(f"{self.name}: reference_means must be finite, one row per "
-                                 f"category ({self.n_groups}), got shape {means.shape}")
+                                 f"group ({self.n_rows}), got shape {means.shape}")
             self.reference_means = means.tolist()
 
-    def groups(self, conditions):
-        """``[n]`` int32 category of each event."""
-        return categories(conditions, self.group_index)
+    @property
+    def n_rows(self):
+        """Groups with a term: the categories, or twice as many with ``energy_split``."""
+        return self.n_groups if self.energy_split is None else 2 * self.n_groups
+
+    def groups(self, conditions, physical=None):
+        """``[n]`` int32 group of each event: its category, or with ``energy_split``
+        2 category + [sum_E of ``physical`` >= the category's boundary]."""
+        category = categories(conditions, self.group_index)
+        if self.energy_split is None:
+            return category
+        boundary = tf.gather(tf.constant(
+            [np.inf if b is None else b for b in self.energy_split], tf.float32), category)
+        energy = tf.reduce_sum(_per_event(physical), axis=1)
+        return 2 * category + tf.cast(tf.stop_gradient(energy) >= boundary, tf.int32)
 
     def fit_reference(self, samples, conditions, batch_size: int = 2048):
         """Set ``reference_means`` to each category's mean of Q over the physical training
         ``samples`` and their ``conditions`` (the batches are drawn from them, so a category
         absent here, whose mean is 0, never enters the penalty). Returns ``self``."""
-        sums = np.zeros((self.n_groups, 0))
-        counts = np.zeros(self.n_groups)
+        sums = np.zeros((self.n_rows, 0))
+        counts = np.zeros(self.n_rows)
         for start in range(0, len(samples), batch_size):
-            q = self.quantity_per_event(tf.constant(
-                np.asarray(samples[start:start + batch_size], np.float32))).numpy()
+            physical = tf.constant(np.asarray(samples[start:start + batch_size], np.float32))
+            q = self.quantity_per_event(physical).numpy()
             q = q.reshape(len(q), -1).astype(np.float64)
             group = self.groups(tf.constant(
-                np.asarray(conditions[start:start + batch_size], np.float32))).numpy()
+                np.asarray(conditions[start:start + batch_size], np.float32)), physical).numpy()
             if sums.shape[1] == 0:
-                sums = np.zeros((self.n_groups, q.shape[1]))
-            for g in range(self.n_groups):
+                sums = np.zeros((self.n_rows, q.shape[1]))
+            for g in range(self.n_rows):
                 sums[g] += q[group == g].sum(axis=0)
                 counts[g] += np.sum(group == g)
         self.reference_means = (sums / np.maximum(counts, 1.0)[:, None]).tolist()
         return self
 
     def __call__(self, step):
-        members = tf.one_hot(self.groups(step.conditions), self.n_groups,
-                             dtype=tf.float32)                                 # [n, G]
-
-        def per_event(samples):                            # [n, columns of Q]
-            q = self.quantity_per_event(step.to_physical(samples))
-            return tf.reshape(q, [tf.shape(q)[0], -1])
+        def per_event(samples):                            # [n, columns of Q], [n, G]
+            physical = step.to_physical(samples)
+            q = self.quantity_per_event(physical)
+            members = tf.one_hot(self.groups(step.conditions, physical), self.n_rows,
+                                 dtype=tf.float32)
+            return tf.reshape(q, [tf.shape(q)[0], -1]), members
 
         def means(q, rows):                                # [G, columns], [G]
             counts = global_batch_sum(tf.reduce_sum(rows, axis=0))
             sums = global_batch_sum(tf.matmul(rows, q, transpose_a=True))
             return sums / tf.maximum(counts, 1.0)[:, None], counts
 
-        real, counts = means(per_event(step.real), members)
+        real, counts = means(*per_event(step.real))
         scale = tf.abs(real) if self.reference_means is None else tf.abs(
             tf.constant(self.reference_means, tf.float32))
         scale = tf.stop_gradient(tf.maximum(scale, self.floor))
-        fake = per_event(step.fake)
+        fake, members = per_event(step.fake)
         if self.estimator == "square":
-            present = tf.cast(counts > 0, tf.float32)
-            relative = tf.square((means(fake, members)[0] - real) / scale)
+            generated, fake_counts = means(fake, members)
+            present = tf.cast((counts > 0) & (fake_counts > 0), tf.float32)
+            relative = tf.square((generated - real) / scale)
         else:                                              # the class docstring's halves
             (first, count_a), (second, count_b) = (means(fake[0::2], members[0::2]),
                                                    means(fake[1::2], members[1::2]))
-            present = tf.cast((count_a > 0) & (count_b > 0), tf.float32)
+            present = tf.cast((counts > 0) & (count_a > 0) & (count_b > 0), tf.float32)
             relative = (first - real) * (second - real) / tf.square(scale)
         relative = relative * present[:, None]
         columns = tf.cast(tf.shape(relative)[1], tf.float32)
@@ -425,7 +453,8 @@ class GroupedConservationPenalty(ConservationPenalty):
 
     def get_config(self):
         return {**super().get_config(), "group_index": self.group_index,
-                "n_groups": self.n_groups, "reference_means": self.reference_means}
+                "n_groups": self.n_groups, "reference_means": self.reference_means,
+                "energy_split": self.energy_split}
 
 
 @keras.saving.register_keras_serializable(package=_PACKAGE)
@@ -449,9 +478,9 @@ class GroupedLayerPenalty(GroupedConservationPenalty):
     def __init__(self, quantity: str = "layer_occupancy", weight: float = 1.0,
                  group_index: int = 0, n_groups: int = 2, layer_axis: int = 0,
                  hit_fraction: float = 0.05, temperature: float = 0.05,
-                 reference_means=None, estimator: str = "square"):
+                 reference_means=None, estimator: str = "square", energy_split=None):
         super().__init__(quantity, weight, group_index, n_groups, hit_fraction, temperature,
-                         reference_means, estimator)
+                         reference_means, estimator, energy_split)
         # a layer no reference event of the batch hits would divide by zero: 2 % is the floor
         self.floor = 0.02 if quantity == "layer_occupancy" else 1e-12
         self.layer_axis = int(layer_axis)
