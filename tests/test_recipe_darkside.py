@@ -95,3 +95,27 @@ def test_bad_options_are_rejected_before_any_work(argv, message, tmp_path):
                                cwd=ROOT)
     assert completed.returncode != 0
     assert message in completed.stderr and "Traceback" not in completed.stderr
+
+
+def test_training_energies_widen_above_the_evaluated_range():
+    import numpy as np
+
+    from ddsim_gan import detectors
+    from ddsim_gan.recipe import RecipeData
+    from model_families import recipe_module
+
+    module = recipe_module("darkside_argan")
+    detector = detectors.get("darkside")
+    conditions, samples = detector.simulate(2300, seed=1)
+    data = RecipeData(conditions, samples, conditions[:10], samples[:10], samples[:10], "ref")
+    assert module.widen_training_energies(detector, data, 0.0, seed=0) is data
+    wider = module.widen_training_energies(detector, data, 20.0, seed=0)
+    extra = wider.train_conditions[2300:]
+    assert len(extra) == 200 and len(wider.train_samples) == 2500    # same density per keV
+    np.testing.assert_array_equal(wider.train_conditions[:2300], conditions)
+    assert extra[:, 0].min() > 235.0 and extra[:, 0].max() <= 255.0
+    assert set(np.unique(extra[:, 1])) == {0.0, 1.0}
+    # the added recoils are the simulator's: S2 of ER keeps rising with energy
+    top_er = wider.train_samples[2300:][extra[:, 1] == 1, 1].mean()
+    assert top_er > samples[(conditions[:, 1] == 1) & (conditions[:, 0] > 200), 1].mean()
+    assert wider.test_conditions is data.test_conditions
