@@ -17,7 +17,8 @@ at normal incidence, the three models of seed 003 selected by ``--model``:
     penalties on sum_E and nhits, per species
     (:class:`~ddsim_gan.models.penalties.GroupedConservationPenalty`; nhits is the exact count
     of the seed's hits, cells above 5 % of the event's maximum, with a soft count's gradient),
-    and the same relative penalty on every layer's occupancy and mean energy, per species
+    and the same relative penalty on every layer's occupancy and mean energy, per species, the
+    pions' tracks and showers (sum_E below and above 40 MIP) each on their own
     (:class:`~ddsim_gan.models.penalties.GroupedLayerPenalty`);
 (c) ``conv3d``: the same conditioning, head, critic features and penalties with 3D
     convolutional networks (trained without XLA, which is 40x slower than plain TensorFlow
@@ -25,7 +26,8 @@ at normal incidence, the three models of seed 003 selected by ``--model``:
 
 All three are built by :func:`~ddsim_gan.models.calorimeter.build_calorimeter_gan`: per-cell
 noise on the logits (independent cell fluctuations), the conditions next to the output layer,
-and a start at each species' mean shower and mean response.
+a discrete latent code of 8 values (each species a mixture: the pions are tracks and showers),
+and a start of each code at one sum_E slice of each species' events.
 
 Every critic sees CaloGAN-style physics features (energy per layer, centres, widths, soft hit
 count) and the seed's hits per layer
@@ -71,14 +73,14 @@ OCCUPANCY_WEIGHT, LAYER_ENERGY_WEIGHT = 20.0, 10.0
 #: second critic on the per-layer observables (b, c): weight and learning rate over the critic's
 OBSERVABLE_CRITIC_WEIGHT, OBSERVABLE_CRITIC_LR_FACTOR = 3.0, 5.0
 #: values of the generator's discrete latent code (0 = none; ddsim_gan.models.calorimeter)
-DISCRETE_LATENT = 0
+DISCRETE_LATENT = 8
 #: estimator of the grouped penalties (ConservationPenalty): "square" narrows the spread
 PENALTY_ESTIMATOR = "square"
 #: the occupancy penalty's gradient: sigmoid((layer max - 5 % event max) / (t event max))
 OCCUPANCY_TEMPERATURE = 0.05
 #: the per-layer penalties' pion populations: tracks below this sum_E (MIP), showers above it,
 #: each matched on its own (GroupedLayerPenalty's energy_split; 0 = pions taken as one group)
-PION_SPLIT_MIP = 0.0
+PION_SPLIT_MIP = 40.0
 SPECIES = ("e-", "pi-")
 
 
@@ -118,7 +120,7 @@ def _extra_options(parser):
                              "the generator can draw the pions' tracks and showers as separate "
                              "populations; code k of a species starts at the k-th of K "
                              "equal-population slices of its sum_E (DiscreteLatent; default "
-                             "%(default)s = none)")
+                             "%(default)s, 0 = none)")
     parser.add_argument("--penalty-estimator", choices=("square", "halves"),
                         default=PENALTY_ESTIMATOR,
                         help="the grouped penalties' estimator: the squared batch-mean "
@@ -127,7 +129,7 @@ def _extra_options(parser):
     parser.add_argument("--pion-split", type=float, default=PION_SPLIT_MIP, metavar="MIP",
                         help="match the per-layer occupancy and energy of the pions below and "
                              "above this sum_E separately (tracks and showers; b, c; default "
-                             "%(default)s = all pions together)")
+                             "%(default)s, 0 = all pions together)")
     parser.add_argument("--pooled-observables", action="store_true",
                         help="with --observable-critic-weight: standardize the second critic's "
                              "observables over both species together instead of within each "
