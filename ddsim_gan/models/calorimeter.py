@@ -96,8 +96,9 @@ class DiscreteLatent(keras.layers.Layer):
     (docs/siw_ecal_wgangp.md). The generator now crosses the code with the conditions
     (:class:`CodeConditionCross`) and starts each (category, code) at one slice of that
     category's events (:func:`start_at_category_means`), so it starts as a mixture; with K = 8
-    the trained pions stay two populations (50 % below 40 MIP against 55 %, FPD 8.7 -> 4.4),
-    though the SiW occupancy bars are not all met (docs/siw_ecal_wgangp.md).
+    the trained pions stay two populations (50 % below 40 MIP against 55 %, FPD 8.7 -> 4.4;
+    2.7 with the per-layer penalties taken per population, the shipped SiW model), though the
+    SiW occupancy bars are not all met (docs/siw_ecal_wgangp.md).
     """
 
     def __init__(self, components: int, **kwargs):
