@@ -359,7 +359,7 @@ class GroupedConservationPenalty(ConservationPenalty):
     the means within each population is a statement about conditional means that the
     category's mean cannot make: SiW pions are tracks (sum_E 16-28 MIP) and showers, and a
     generator whose tracks miss layers while its showers hit them too often has the right
-    per-layer occupancy over all pions (2026-12-05, docs/siw_ecal_wgangp.md).
+    per-layer occupancy over all pions (2026-12-06, docs/siw_ecal_wgangp.md).
     """
 
     def __init__(self, quantity: str = "sum_E", weight: float = 1.0, group_index: int = 0,
