@@ -20,12 +20,17 @@ RECIPES = Path(__file__).resolve().parents[1] / "recipes"
 N_EVENTS = 64
 
 
-def recipe_module(name):
-    """The recipe script ``recipes/<name>.py`` as a module (its constants and builders)."""
-    spec = importlib.util.spec_from_file_location(f"recipe_{name}", RECIPES / f"{name}.py")
+def script_module(path, name):
+    """The script at ``path`` (a recipe or a tool) imported as module ``name``."""
+    spec = importlib.util.spec_from_file_location(name, path)
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def recipe_module(name):
+    """The recipe script ``recipes/<name>.py`` as a module (its constants and builders)."""
+    return script_module(RECIPES / f"{name}.py", f"recipe_{name}")
 
 
 @dataclass

@@ -1,18 +1,16 @@
 """tools/chain_link_study.py: one DarkSide chain link trained alone and measured in bins."""
 
-import importlib.util
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
 
+from conftest import ROOT
+from model_families import script_module
+
 
 def test_chain_link_study_trains_one_link_and_reports_its_bins(tmp_path):
-    spec = importlib.util.spec_from_file_location(
-        "chain_link_study", Path(__file__).resolve().parents[1] / "tools" / "chain_link_study.py")
-    tool = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(tool)
+    tool = script_module(ROOT / "tools" / "chain_link_study.py", "chain_link_study")
     out = tmp_path / "s2.json"
     assert tool.main(["--link", "S2", "--previous", "standardize", "--steps", "3",
                       "--batch-size", "64", "--n-train", "2000", "--n-eval", "5000",

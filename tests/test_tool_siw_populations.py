@@ -1,19 +1,14 @@
 """tools/siw_populations.py: per-species, per-population layer occupancy."""
 
-import importlib.util
-
 import numpy as np
 import pytest
 
 from conftest import ROOT
+from model_families import script_module
 
 
 def _tool():
-    spec = importlib.util.spec_from_file_location("siw_populations",
-                                                  ROOT / "tools" / "siw_populations.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return script_module(ROOT / "tools" / "siw_populations.py", "siw_populations")
 
 
 def test_tracks_and_showers_are_counted_apart():
