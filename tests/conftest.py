@@ -35,6 +35,19 @@ class MiniCalo(Detector):
         return np.where(samples > self.threshold, samples, 0).astype(np.float32)
 
 
+# Files that share the session's DarkSHINE quick run; under pytest-xdist they go to one worker so the
+# 80-second recipe runs once, and every other file stays whole so its module fixtures run once too.
+QUICK_RUN_FILES = {"test_benchmark.py", "test_cli.py", "test_recipe_darkshine.py"}
+
+
+@pytest.hookimpl(tryfirst=True)   # before xdist reads the groups
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        file_name = item.path.name
+        group = "darkshine_quick_run" if file_name in QUICK_RUN_FILES else file_name
+        item.add_marker(pytest.mark.xdist_group(group))
+
+
 @pytest.fixture(scope="session")
 def mini_calo():
     return MiniCalo()

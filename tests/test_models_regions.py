@@ -146,4 +146,7 @@ def test_mixture_runs_under_jax(luxe, split, tmp_path):
         env={**os.environ, "KERAS_BACKEND": "jax"}, capture_output=True, text=True, timeout=120)
     assert completed.returncode == 0, completed.stderr[-3000:]
     expected = keras.ops.convert_to_numpy(split.sampler([conditions[:300], noise]))
-    np.testing.assert_allclose(np.load(tmp_path / "out.npy"), expected, rtol=1e-4, atol=1e-3)
+    # rtol 1e-3: where the inverse quantile transform is steep (the slow tail of t) it magnifies
+    # float32 rounding that differs between backends and thread counts (observed: 0.11 ns at
+    # t = 524 ns, a relative 2e-4, under pytest-xdist; 2e-6 elsewhere).
+    np.testing.assert_allclose(np.load(tmp_path / "out.npy"), expected, rtol=1e-3, atol=1e-3)
