@@ -81,6 +81,8 @@ OCCUPANCY_TEMPERATURE = 0.05
 #: the per-layer penalties' pion populations: tracks below this sum_E (MIP), showers above it,
 #: each matched on its own (GroupedLayerPenalty's energy_split; 0 = pions taken as one group)
 PION_SPLIT_MIP = 40.0
+#: the head's readout threshold passes the gradient for cells this fraction below it (0 = hard cut)
+THRESHOLD_BAND = 0.0
 SPECIES = ("e-", "pi-")
 
 
@@ -130,6 +132,11 @@ def _extra_options(parser):
                         help="match the per-layer occupancy and energy of the pions below and "
                              "above this sum_E separately (tracks and showers; b, c; default "
                              "%(default)s, 0 = all pions together)")
+    parser.add_argument("--threshold-band", type=float, default=THRESHOLD_BAND, metavar="B",
+                        help="pass the gradient straight through the readout threshold for "
+                             "generated cells within this fraction below it, so a track "
+                             "crossing that falls just under the cut can be pulled back "
+                             "(NoisyEnergyShareHead; default %(default)s = hard cut)")
     parser.add_argument("--pooled-observables", action="store_true",
                         help="with --observable-critic-weight: standardize the second critic's "
                              "observables over both species together instead of within each "
@@ -256,7 +263,8 @@ def build_model(model, detector, data, hidden=None, seed=0, conservation_weight=
                 observable_critic_weight=OBSERVABLE_CRITIC_WEIGHT,
                 standardize_per_species=True, discrete_latent=DISCRETE_LATENT,
                 penalty_estimator=PENALTY_ESTIMATOR,
-                occupancy_temperature=OCCUPANCY_TEMPERATURE, pion_split=PION_SPLIT_MIP):
+                occupancy_temperature=OCCUPANCY_TEMPERATURE, pion_split=PION_SPLIT_MIP,
+                threshold_band=THRESHOLD_BAND):
     """The GAN of ``--model`` (module docstring)."""
     from ddsim_gan.detectors import siw_ecal
     from ddsim_gan.models.calorimeter import build_calorimeter_gan
@@ -290,7 +298,8 @@ def build_model(model, detector, data, hidden=None, seed=0, conservation_weight=
         generator_channels=(16, 8) if not hidden else (4, 2),
         critic_channels=(8, 16, 32) if not hidden else (2, 4, 4),
         critic_features=[seed_hit_features], extra_penalties=penalties,
-        readout_noise=siw_ecal.NOISE_MIP.reshape(-1, 1, 1), discrete_latent=discrete_latent,
+        readout_noise=siw_ecal.NOISE_MIP.reshape(-1, 1, 1), threshold_band=threshold_band,
+        discrete_latent=discrete_latent,
         seed=seed)
     if model == "wgangp" or not observable_critic_weight > 0:
         return gan
@@ -334,7 +343,7 @@ def main(argv=None):
                       discrete_latent=args.discrete_latent,
                       penalty_estimator=args.penalty_estimator,
                       occupancy_temperature=args.occupancy_temperature,
-                      pion_split=args.pion_split)
+                      pion_split=args.pion_split, threshold_band=args.threshold_band)
     # XLA:CPU makes 3D convolutions ~40x slower (ddsim_gan.models.calorimeter): no jit for (c).
     jit = not args.no_jit and args.model != "conv3d"
     second_critic = hasattr(gan, "observable_critic")

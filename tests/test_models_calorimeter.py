@@ -266,6 +266,28 @@ def test_noisy_head_adds_the_nominal_noise_before_the_threshold():
                                out, atol=1e-6)
 
 
+def test_noisy_head_threshold_band_lets_a_track_just_under_the_cut_come_back():
+    """A crossing that deposits 0.4 MIP under a 0.5 MIP cut reads zero either way; only with
+    the band does the gradient reach its logit (the SiW tracks' missing layers)."""
+    from ddsim_gan.models.calorimeter import NoisyEnergyShareHead
+
+    shape, cells = (1, 2, 2), 4
+    raw = np.full((1, 2 * cells + 1), -30.0, np.float32)
+    raw[0, :2] = [0.0, np.log(0.04 / 0.96)]          # 9.6 MIP and 0.4 MIP of 10
+    raw[0, cells:] = 0.0                              # response exp(0); noise eta = 0
+    for band, reaches in ((0.0, False), (0.5, True)):
+        head = NoisyEnergyShareHead(shape, 0, 0.0, threshold=0.5, response_spread=1.0,
+                                    noise_sigma=(1e-4,), threshold_band=band)
+        logits = tf.Variable(raw)
+        with tf.GradientTape() as tape:
+            out = head([logits, tf.constant([[10.0]])])
+            below = out[0, 0, 0, 1]
+        np.testing.assert_allclose(out.numpy().ravel(), [9.6, 0.0, 0.0, 0.0], atol=1e-3)
+        gradient = tape.gradient(below, logits).numpy()[0, 1]
+        assert (abs(gradient) > 0.1) == reaches, (band, gradient)    # d(0.4 p)/dlogit ~ 0.38
+        assert NoisyEnergyShareHead.from_config(head.get_config()).threshold_band == band
+
+
 def test_grouped_penalty_with_reference_means_uses_them_as_denominators():
     from ddsim_gan.models.penalties import GroupedConservationPenalty, StepTensors
 

@@ -181,6 +181,19 @@ class CellBias(keras.layers.Layer):
         return input_shape
 
 
+def read_out(values, threshold, band=0.0):
+    """The readout threshold: cells below ``threshold`` read zero. With ``band`` b > 0 the
+    gradient passes straight through (as if there were no cut) for cells in
+    [(1 - b) threshold, threshold): the hard cut alone lets the gradient remove a hit, never
+    bring one back (a straight-through estimator; Bengio, Leonard and Courville,
+    arXiv:1308.3432). The forward value is the hard cut either way."""
+    read = ops.where(values >= threshold, values, 0.0)
+    if band <= 0:
+        return read
+    in_band = ops.logical_and(values >= threshold * (1.0 - band), values < threshold)
+    return read + ops.cast(in_band, "float32") * (values - ops.stop_gradient(values))
+
+
 @keras.saving.register_keras_serializable(package=_PACKAGE)
 class NoisyEnergyShareHead(networks.EnergyShareHead):
     """:class:`~ddsim_gan.models.networks.EnergyShareHead` plus the readout's electronic noise:
@@ -195,12 +208,15 @@ class NoisyEnergyShareHead(networks.EnergyShareHead):
     shower (about one per LHCb event, a few per hundred SiW events) move the energy widths and
     hit counts; a softmax cannot produce them from noise-free cells, because cells below the
     threshold get no gradient. Noise is added before the threshold, as in the detector.
+    ``threshold_band`` > 0 passes the gradient through the threshold for cells just below it
+    (:func:`read_out`): a track crossing a layer just under the cut can then be pulled back up.
     """
 
     def __init__(self, sample_shape, energy_index=0, log_response=0.0, threshold=0.0,
-                 response_spread=3.0, noise_sigma=(1.0,), **kwargs):
+                 response_spread=3.0, noise_sigma=(1.0,), threshold_band=0.0, **kwargs):
         super().__init__(sample_shape, energy_index, log_response, threshold, response_spread,
                          **kwargs)
+        self.threshold_band = float(threshold_band)
         self.noise_sigma = np.asarray(noise_sigma, np.float32).tolist()
         shape = np.shape(self.noise_sigma)
         self.log_noise = self.add_weight(
@@ -223,10 +239,11 @@ class NoisyEnergyShareHead(networks.EnergyShareHead):
                              (-1,) + self.sample_shape)
         eta = ops.reshape(raw[:, cells + 1:], (-1,) + self.sample_shape)
         values = shower + ops.exp(ops.cast(self.log_noise, "float32")) * eta
-        return values * ops.cast(values >= self.threshold, "float32")
+        return read_out(values, self.threshold, self.threshold_band)
 
     def get_config(self):
-        return {**super().get_config(), "noise_sigma": self.noise_sigma}
+        return {**super().get_config(), "noise_sigma": self.noise_sigma,
+                "threshold_band": self.threshold_band}
 
 
 def conv3d_logits(trunk, sample_shape, channels=(16, 8), upsampling="transpose"):
@@ -415,7 +432,7 @@ def build_calorimeter_gan(detector, train_conditions, train_samples, *, energy_c
                           generator_channels=(16, 8), critic_channels=(8, 16, 32),
                           upsampling="transpose", critic_steps=4, gradient_penalty=10.0,
                           log_scale=1.0, critic_features=(), extra_penalties=(),
-                          readout_noise=None, discrete_latent=0, seed=0):
+                          readout_noise=None, threshold_band=0.0, discrete_latent=0, seed=0):
     """A conditional WGAN-GP with an energy-sharing head for a layered calorimeter
     (module docstring): ``architecture`` "dense" or "conv3d" (generator and critic).
 
@@ -425,7 +442,8 @@ def build_calorimeter_gan(detector, train_conditions, train_samples, *, energy_c
     functions ``(log_scale, norm) -> layer``); ``extra_penalties`` are added to the gradient
     penalty. ``critic_hidden`` is a tuple for the dense critic, its first entry is the dense
     width of the 3D one. ``readout_noise`` (the detector's nominal noise, one value or an array
-    broadcast over the sample, e.g. per layer) makes the head a :class:`NoisyEnergyShareHead`.
+    broadcast over the sample, e.g. per layer) makes the head a :class:`NoisyEnergyShareHead`,
+    with ``threshold_band`` (its straight-through band below the readout threshold).
     ``discrete_latent`` K > 1 gives the generator a :class:`DiscreteLatent` code of K values.
     """
     from . import penalties as penalty_objects  # TensorFlow: imported when a GAN is built
@@ -448,7 +466,8 @@ def build_calorimeter_gan(detector, train_conditions, train_samples, *, energy_c
     else:
         head = NoisyEnergyShareHead(detector.sample_shape, energy_index, mean,
                                     detector.threshold, response_spread=spread,
-                                    noise_sigma=readout_noise, name="energy_share")
+                                    noise_sigma=readout_noise, threshold_band=threshold_band,
+                                    name="energy_share")
     generator = cell_generator(latent_dim, encoder.output_width, detector.sample_shape,
                                hidden=generator_hidden, cell_noise=cell_noise,
                                readout_noise=readout_noise is not None,

@@ -43,7 +43,7 @@ import keras
 import numpy as np
 from keras import layers, ops
 
-from .calorimeter import NoiseSplit
+from .calorimeter import NoiseSplit, read_out
 
 _PACKAGE = "ddsim_gan"
 
@@ -232,15 +232,8 @@ class ShowerComponentsHead(keras.layers.Layer):
         return self.read_out(values)
 
     def read_out(self, values):
-        """The readout threshold; with ``threshold_band`` b > 0 the gradient passes straight
-        through for cells in [(1 - b) threshold, threshold): the hard cut alone lets the
-        gradient remove a hit, never bring one back. The forward value is the hard cut."""
-        read = ops.where(values >= self.threshold, values, 0.0)
-        if self.threshold_band <= 0:
-            return read
-        in_band = ops.logical_and(values >= self.threshold * (1.0 - self.threshold_band),
-                                  values < self.threshold)
-        return read + ops.cast(in_band, "float32") * (values - ops.stop_gradient(values))
+        """The readout threshold, with the straight-through band (:func:`read_out`)."""
+        return read_out(values, self.threshold, self.threshold_band)
 
     def compute_output_shape(self, input_shapes):
         return (input_shapes[0][0],) + self.sample_shape
