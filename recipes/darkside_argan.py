@@ -40,7 +40,9 @@ Writes to the output directory: ``metrics.json``, ``report.md``, ``plots/``, ``r
 ``generator.keras`` (GANs: the whole chain as one Keras model, loadable under any backend),
 ``link_<name>.keras`` (each GAN with its optimizers), ``flow/`` (flow: its weights), ``logs/``
 and the SavedModel under ``<export-base>/darkside_argan/<version>/``. Interrupted? Rerun the same
-command: finished links are reloaded, the running one resumes from its last checkpoint.
+command: finished links are reloaded, the running one resumes from its last checkpoint. The same
+command with only ``--n-test``, ``--n-moments`` or ``--library-size`` changed reloads every link
+and evaluates the trained chain again.
 """
 
 from __future__ import annotations
@@ -155,6 +157,23 @@ def _settings(args, recipe):
     return settings
 
 
+#: settings that size only the evaluation: a finished link is reused when just these differ, so
+#: a run can be evaluated again on more events without training it again
+EVALUATION_ONLY = ("n_test", "n_moments", "library_size")
+
+
+def same_training(saved, state) -> bool:
+    """Whether a link saved with ``saved`` (its ``link_<name>.json`` state) was trained as
+    ``state`` asks, the evaluation sizes aside."""
+    def training(entry):
+        entry = dict(entry or {})
+        entry["settings"] = {key: value for key, value in (entry.get("settings") or {}).items()
+                             if key not in EVALUATION_ONLY}
+        return entry
+
+    return saved is not None and training(saved) == training(state)
+
+
 def widen_training_energies(detector, data, margin_kev, seed):
     """``data`` with training recoils added above the evaluated range, E uniform in
     (235, 235 + ``margin_kev``] keV at the training set's density per keV, both recoil types.
@@ -211,9 +230,9 @@ def train_chain(detector, data, settings, args, groups):
                      jit_compile=not args.no_jit)
         done_path, model_path = out / f"link_{name}.json", out / f"link_{name}.keras"
         state = {"settings": link_settings, "seed": args.seed, "n_links": n_links,
-                 "previous": previous[i]}
+                 "previous": previous[i], "train_energy_margin": args.train_energy_margin}
         if (done_path.is_file() and model_path.is_file()
-                and json.loads(done_path.read_text()).get("state") == state):
+                and same_training(json.loads(done_path.read_text()).get("state"), state)):
             import keras
 
             import ddsim_gan.models.gan  # noqa: F401  (registers ConditionalGAN)

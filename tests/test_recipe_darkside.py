@@ -50,6 +50,39 @@ def test_chain_run_reports_the_bar_and_the_library(chain_run):
         assert (chain_run / name).is_file(), name
 
 
+def test_more_evaluation_events_reuse_the_trained_links(chain_run, tmp_path):
+    """The same command with only --n-moments changed evaluates the trained chain again."""
+    import shutil
+
+    out = tmp_path / "again"
+    shutil.copytree(chain_run, out)
+    argv = [a if a != "6000" else "8000" for a in TINY]
+    completed = subprocess.run([sys.executable, str(RECIPE), *argv, "--output-dir", str(out)],
+                               capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
+    assert completed.stdout.count("reloaded from") == 3 and "---- link" not in completed.stdout
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["conditional_moments"]["n_events"] == 8000
+
+
+def test_a_link_is_reused_only_when_its_training_was_the_same():
+    from model_families import recipe_module
+
+    module = recipe_module("darkside_argan")
+    state = {"settings": {"epochs": 36, "n_train": 500, "n_moments": 10}, "seed": 1,
+             "n_links": 3, "previous": "standardize", "train_energy_margin": 20.0}
+    assert module.same_training(state, state)
+    assert module.same_training(state, {**state, "settings": {**state["settings"],
+                                                               "n_moments": 40}})
+    assert not module.same_training(state, {**state, "settings": {**state["settings"],
+                                                                   "epochs": 54}})
+    assert not module.same_training(state, {**state, "train_energy_margin": 40.0})
+    saved_before_the_margin = {key: value for key, value in state.items()
+                               if key != "train_energy_margin"}
+    assert not module.same_training(saved_before_the_margin, state)
+    assert not module.same_training(None, state)
+
+
 SERVE = textwrap.dedent("""
     import json, sys
     import numpy as np
