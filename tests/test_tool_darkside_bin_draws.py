@@ -1,0 +1,40 @@
+"""tools/darkside_bin_draws.py: repeated draws of one DarkSide energy bin."""
+
+import numpy as np
+import pytest
+
+from conftest import ROOT
+from model_families import script_module
+
+
+def _tool():
+    return script_module(ROOT / "tools" / "darkside_bin_draws.py", "darkside_bin_draws")
+
+
+def test_conditions_stay_in_the_bin_and_follow_the_spectrum():
+    from ddsim_gan import detectors
+
+    detector = detectors.get("darkside")
+    conditions = _tool().bin_conditions(detector, 1, 225.0, 235.0, 3000, seed=0)
+    assert conditions.shape == (3000, 2)
+    assert (conditions[:, 1] == 1).all()
+    assert conditions[:, 0].min() >= 225.0 and conditions[:, 0].max() < 235.0
+    with pytest.raises(SystemExit, match="5-235 keV"):
+        _tool().bin_conditions(detector, 1, 300.0, 310.0, 10, seed=0)
+
+
+def test_deviations_and_their_average():
+    tool = _tool()
+    reference = np.array([[1.0, 10.0], [3.0, 30.0]])
+    mean_dev, width_dev = tool.deviations(reference, reference * [1.1, 1.0] + [0.0, 5.0])
+    np.testing.assert_allclose(mean_dev, [0.1, 0.25])
+    np.testing.assert_allclose(width_dev, [0.1, 0.0], atol=1e-12)
+    mean, error, spread = tool.summary([[0.01, 0.0], [0.03, 0.0]])
+    np.testing.assert_allclose(mean, [0.02, 0.0])
+    np.testing.assert_allclose(spread, [np.sqrt(2e-4), 0.0])
+    np.testing.assert_allclose(error, spread / np.sqrt(2))
+
+
+def test_a_run_without_a_chain_is_named(tmp_path):
+    with pytest.raises(SystemExit, match="chain.json"):
+        _tool().main([str(tmp_path)])
