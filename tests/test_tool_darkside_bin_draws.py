@@ -21,6 +21,9 @@ def test_conditions_stay_in_the_bin_and_follow_the_spectrum():
     assert conditions[:, 0].min() >= 225.0 and conditions[:, 0].max() < 235.0
     with pytest.raises(SystemExit, match="5-235 keV"):
         _tool().bin_conditions(detector, 1, 300.0, 310.0, 10, seed=0)
+    beyond = _tool().bin_conditions(detector, 0, 245.0, 255.0, 1000, seed=0, uniform=True)
+    assert (beyond[:, 1] == 0).all() and beyond[:, 0].min() >= 245.0
+    assert beyond[:, 0].max() < 255.0 and beyond[:, 0].std() == pytest.approx(10 / 12**0.5, 0.1)
 
 
 def test_deviations_and_their_average():

@@ -22,9 +22,14 @@ import numpy as np
 RECOIL_TYPES = {"NR": 0, "ER": 1}
 
 
-def bin_conditions(detector, recoil_type, low, high, n, seed):
-    """``n`` conditions of the detector's spectrum with E_recoil in [low, high) and the type."""
+def bin_conditions(detector, recoil_type, low, high, n, seed, uniform=False):
+    """``n`` conditions of the detector's spectrum with E_recoil in [low, high) and the type;
+    ``uniform``: E uniform in the bin instead, which also reaches energies beyond the
+    detector's range (the training margin above it)."""
     rng = np.random.default_rng(seed)
+    if uniform:
+        return np.stack([rng.uniform(low, high, n), np.full(n, recoil_type)],
+                        axis=1).astype(np.float32)
     chunks, found = [], 0
     while found < n:
         conditions = detector.sample_conditions(2_000_000, seed=rng.integers(2**31))
@@ -63,6 +68,9 @@ def main(argv=None):
     parser.add_argument("--draws", type=int, default=16)
     parser.add_argument("--events", type=int, default=21_800, help="events per draw")
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--uniform", action="store_true",
+                        help="energies uniform in the bin, not the detector's spectrum (needed "
+                             "beyond its 5-235 keV, e.g. in a run's training margin)")
     args = parser.parse_args(argv)
     if not (args.run / "chain.json").is_file():
         raise SystemExit(f"darkside_bin_draws: {args.run / 'chain.json'} not found (a "
@@ -77,7 +85,7 @@ def main(argv=None):
     detector = detectors.get("darkside")
     chain = AutoregressiveChain.load(args.run)
     conditions = bin_conditions(detector, RECOIL_TYPES[args.type], args.low, args.high,
-                                args.draws * args.events, args.seed)
+                                args.draws * args.events, args.seed, args.uniform)
     seeds = np.random.SeedSequence(args.seed).spawn(3 * args.draws)
     model, floor = [], []
     names = detector.sample_names
