@@ -32,7 +32,9 @@ def bin_conditions(detector, recoil_type, low, high, n, seed, uniform=False):
                         axis=1).astype(np.float32)
     chunks, found = [], 0
     while found < n:
-        conditions = detector.sample_conditions(2_000_000, seed=rng.integers(2**31))
+        # a 10-keV bin of one type holds about 2 % of the spectrum
+        conditions = detector.sample_conditions(min(2_000_000, max(100_000, 60 * n)),
+                                                seed=rng.integers(2**31))
         keep = conditions[(conditions[:, 1] == recoil_type) & (conditions[:, 0] >= low)
                           & (conditions[:, 0] < high)]
         if not len(keep):
@@ -59,6 +61,49 @@ def summary(values):
     return values.mean(axis=0), spread / np.sqrt(len(values)), spread
 
 
+def draw_deviations(detector, chain, conditions, draws, events, seed):
+    """Per draw of ``events`` rows of ``conditions``: the model's and the floor's deviations
+    (:func:`deviations`, means then widths), two lists of arrays."""
+    seeds = np.random.SeedSequence(seed).spawn(3 * draws)
+    model, floor = [], []
+    for draw in range(draws):
+        rows = conditions[draw * events:(draw + 1) * events]
+        reference = detector.simulate_at(rows, seeds[3 * draw])
+        second = detector.simulate_at(rows, seeds[3 * draw + 1])
+        generated = chain.generate(rows, seed=int(seeds[3 * draw + 2].generate_state(1)[0]))
+        model.append(np.concatenate(deviations(reference, generated)))
+        floor.append(np.concatenate(deviations(reference, second)))
+    return model, floor
+
+
+def _row(values):
+    return " ".join(f"{v:+.3f}" for v in values)
+
+
+def all_bins(detector, chain, args):
+    """The bias map: every 10-keV bin of both recoil types, averaged over the draws."""
+    names = detector.sample_names
+    print(f"every bin, {args.draws} draws of {args.events} events; average relative deviation "
+          f"(± its error) of the mean and the width of {', '.join(names)}")
+    worst = {}
+    for kind, code in RECOIL_TYPES.items():
+        for low in np.arange(5.0, 235.0, 10.0):
+            conditions = bin_conditions(detector, code, low, low + 10, args.draws * args.events,
+                                        [args.seed, code, int(low)])
+            model, _ = draw_deviations(detector, chain, conditions, args.draws, args.events,
+                                       [args.seed, code, int(low), 1])
+            mean, error, _ = summary(model)
+            print(f"  {kind} {low:5.0f}-{low + 10:3.0f}  " + " ".join(
+                f"{m:+.3f}±{e:.3f}" for m, e in zip(mean, error)))
+            for column, (m, e) in enumerate(zip(mean, error)):
+                if abs(m) > abs(worst.get(column, (0.0,))[0]):
+                    worst[column] = (m, e, f"{kind} {low:g}-{low + 10:g}")
+    labels = [f"mean {n}" for n in names] + [f"width {n}" for n in names]
+    for column, label in enumerate(labels):
+        m, e, where = worst[column]
+        print(f"largest |{label} bias|: {m:+.4f} ± {e:.4f} ({where} keV)")
+
+
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("run", type=Path, help="run directory with chain.json and the links")
@@ -68,6 +113,9 @@ def main(argv=None):
     parser.add_argument("--draws", type=int, default=16)
     parser.add_argument("--events", type=int, default=21_800, help="events per draw")
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--all-bins", action="store_true",
+                        help="every 10-keV bin of both types (the bar's 46), each averaged over "
+                             "--draws: the bias map (4 draws: about a minute)")
     parser.add_argument("--uniform", action="store_true",
                         help="energies uniform in the bin, not the detector's spectrum (needed "
                              "beyond its 5-235 keV, e.g. in a run's training margin)")
@@ -84,22 +132,18 @@ def main(argv=None):
 
     detector = detectors.get("darkside")
     chain = AutoregressiveChain.load(args.run)
+    if args.all_bins:
+        all_bins(detector, chain, args)
+        return 0
     conditions = bin_conditions(detector, RECOIL_TYPES[args.type], args.low, args.high,
                                 args.draws * args.events, args.seed, args.uniform)
-    seeds = np.random.SeedSequence(args.seed).spawn(3 * args.draws)
-    model, floor = [], []
-    names = detector.sample_names
+    model, floor = draw_deviations(detector, chain, conditions, args.draws, args.events,
+                                   args.seed)
     print(f"{args.type} {args.low:g}-{args.high:g} keV, {args.draws} draws of {args.events} "
-          f"events; relative deviation of the mean | of the width ({', '.join(names)})")
-    for draw in range(args.draws):
-        rows = conditions[draw * args.events:(draw + 1) * args.events]
-        reference = detector.simulate_at(rows, seeds[3 * draw])
-        second = detector.simulate_at(rows, seeds[3 * draw + 1])
-        generated = chain.generate(rows, seed=int(seeds[3 * draw + 2].generate_state(1)[0]))
-        model.append(np.concatenate(deviations(reference, generated)))
-        floor.append(np.concatenate(deviations(reference, second)))
-        print(f"  draw {draw:2d}  model " + " ".join(f"{v:+.3f}" for v in model[-1])
-              + "   floor " + " ".join(f"{v:+.3f}" for v in floor[-1]))
+          f"events; relative deviation of the mean | of the width "
+          f"({', '.join(detector.sample_names)})")
+    for draw, (values, second) in enumerate(zip(model, floor)):
+        print(f"  draw {draw:2d}  model {_row(values)}   floor {_row(second)}")
     for label, values in (("model", model), ("floor", floor)):
         mean, error, spread = summary(values)
         print(f"{label}: average " + " ".join(f"{m:+.4f}±{e:.4f}" for m, e in zip(mean, error)))
