@@ -226,6 +226,26 @@ def test_conditional_standardize_centres_and_scales_each_condition(space):
         ConditionalStandardize.for_encoder(ConditionEncoder([2]), 1)
 
 
+def test_the_width_model_is_the_same_at_any_scale_of_the_samples():
+    # a pulse-shape fraction: residual widths 0.1 down to 0.01 (f200 from low to high energy);
+    # an absolute floor under the squared residuals had widened the small ones
+    rng = np.random.default_rng(2)
+    n = 40_000
+    energy = rng.uniform(0.0, 1.0, n)
+    width = 0.1 * 10.0 ** -energy
+    conditions = energy[:, None].astype("float32")
+    encoder = ConditionEncoder([0]).adapt(conditions)
+    encoded = keras.ops.convert_to_numpy(encoder(conditions))
+    for scale in (1.0, 1e4):
+        x = scale * (0.5 + width * rng.normal(size=n))
+        layer = ConditionalStandardize.for_encoder(encoder, 1, n_knots=8, space="linear")
+        layer.adapt(x[:, None], encoded)
+        r = keras.ops.convert_to_numpy(layer([x[:, None].astype("float32"), encoded]))[:, 0]
+        for low in (0.0, 0.45, 0.9):
+            cell = (energy >= low) & (energy < low + 0.1)
+            assert 0.95 < r[cell].std() < 1.05, (scale, low, r[cell].std())
+
+
 def test_additive_knots_follow_a_step_in_a_second_condition():
     # the mean and width jump where eta crosses 3 (a ring leaving the acceptance): linear in
     # eta the model misses the step, with additive hats in eta it centres and scales both sides
