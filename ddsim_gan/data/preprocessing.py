@@ -453,7 +453,7 @@ class ConditionalStandardize(keras.layers.Layer):
         residual = y - basis @ mean_coef
         # The floor only keeps log() finite; it is relative to each column's mean square: an
         # absolute 1e-4 lifted log s^2 where the spread is small (f200's residuals, 0.02-0.1,
-        # had r widths from 0.90 to 1.21 across its 10-keV bins after the global calibration).
+        # had r widths from 0.90 to 1.32 across its 10-keV bins after the global calibration).
         floor = 1e-8 * np.mean(residual ** 2, axis=0) + np.finfo(np.float64).tiny
         log_var_coef = np.linalg.solve(gram, basis.T @ np.log(residual ** 2 + floor))
         # calibrate: unit variance of r (log-chi^2 regression is biased low)
