@@ -86,8 +86,9 @@ def all_bins(detector, chain, args):
     print(f"every bin, {args.draws} draws of {args.events} events; average relative deviation "
           f"(± its error) of the mean and the width of {', '.join(names)}")
     worst = {}
+    energy = detector.conditions[0]
     for kind, code in RECOIL_TYPES.items():
-        for low in np.arange(5.0, 235.0, 10.0):
+        for low in np.arange(energy.low, energy.high, 10.0):
             conditions = bin_conditions(detector, code, low, low + 10, args.draws * args.events,
                                         [args.seed, code, int(low)])
             model, _ = draw_deviations(detector, chain, conditions, args.draws, args.events,
@@ -96,7 +97,7 @@ def all_bins(detector, chain, args):
             print(f"  {kind} {low:5.0f}-{low + 10:3.0f}  " + " ".join(
                 f"{m:+.3f}±{e:.3f}" for m, e in zip(mean, error)))
             for column, (m, e) in enumerate(zip(mean, error)):
-                if abs(m) > abs(worst.get(column, (0.0,))[0]):
+                if column not in worst or abs(m) > abs(worst[column][0]):
                     worst[column] = (m, e, f"{kind} {low:g}-{low + 10:g}")
     labels = [f"mean {n}" for n in names] + [f"width {n}" for n in names]
     for column, label in enumerate(labels):
