@@ -83,6 +83,8 @@ OCCUPANCY_TEMPERATURE = 0.05
 PION_SPLIT_MIP = 40.0
 #: the head's readout threshold passes the gradient for cells this fraction below it (0 = hard cut)
 THRESHOLD_BAND = 0.0
+#: per-event, per-layer sharpness of the cells' softmax (SharpenedCellNoise), started from the data
+LAYER_SHARPNESS = False
 SPECIES = ("e-", "pi-")
 
 
@@ -137,6 +139,11 @@ def _extra_options(parser):
                              "generated cells within this fraction below it, so a track "
                              "crossing that falls just under the cut can be pulled back "
                              "(NoisyEnergyShareHead; default %(default)s = hard cut)")
+    parser.add_argument("--layer-sharpness", action="store_true", default=LAYER_SHARPNESS,
+                        help="let the generator sharpen each layer's share of the cells per "
+                             "event (one cell per MIP crossing; SharpenedCellNoise), started at "
+                             "the sharpness of each species and code in the data (default "
+                             "%(default)s)")
     parser.add_argument("--pooled-observables", action="store_true",
                         help="with --observable-critic-weight: standardize the second critic's "
                              "observables over both species together instead of within each "
@@ -264,7 +271,7 @@ def build_model(model, detector, data, hidden=None, seed=0, conservation_weight=
                 standardize_per_species=True, discrete_latent=DISCRETE_LATENT,
                 penalty_estimator=PENALTY_ESTIMATOR,
                 occupancy_temperature=OCCUPANCY_TEMPERATURE, pion_split=PION_SPLIT_MIP,
-                threshold_band=THRESHOLD_BAND):
+                threshold_band=THRESHOLD_BAND, layer_sharpness=LAYER_SHARPNESS):
     """The GAN of ``--model`` (module docstring)."""
     from ddsim_gan.detectors import siw_ecal
     from ddsim_gan.models.calorimeter import build_calorimeter_gan
@@ -299,7 +306,7 @@ def build_model(model, detector, data, hidden=None, seed=0, conservation_weight=
         critic_channels=(8, 16, 32) if not hidden else (2, 4, 4),
         critic_features=[seed_hit_features], extra_penalties=penalties,
         readout_noise=siw_ecal.NOISE_MIP.reshape(-1, 1, 1), threshold_band=threshold_band,
-        discrete_latent=discrete_latent,
+        discrete_latent=discrete_latent, layer_sharpness=layer_sharpness,
         seed=seed)
     if model == "wgangp" or not observable_critic_weight > 0:
         return gan
@@ -343,7 +350,8 @@ def main(argv=None):
                       discrete_latent=args.discrete_latent,
                       penalty_estimator=args.penalty_estimator,
                       occupancy_temperature=args.occupancy_temperature,
-                      pion_split=args.pion_split, threshold_band=args.threshold_band)
+                      pion_split=args.pion_split, threshold_band=args.threshold_band,
+                      layer_sharpness=args.layer_sharpness)
     # XLA:CPU makes 3D convolutions ~40x slower (ddsim_gan.models.calorimeter): no jit for (c).
     jit = not args.no_jit and args.model != "conv3d"
     second_critic = hasattr(gan, "observable_critic")

@@ -18,6 +18,9 @@ x softmax(logits), cells under the readout threshold zeroed), with three additio
   (e- / pi-) the logits start at the log of that category's mean shower and the response unit
   at that category's mean log(sum_E / E) (:func:`start_at_category_means`), so the untrained
   generator already draws each species' average shower with its energy;
+* (optional) a **per-layer sharpness** of the cells' softmax (:class:`SharpenedCellNoise`,
+  ``layer_sharpness=True``), so a MIP crossing can put its energy in one cell, started from
+  the data;
 * (optional) a **discrete latent code** (:class:`DiscreteLatent`, ``discrete_latent=K``) for
   species that are a mixture of populations (pions: tracks and showers);
 * (3D variant) **3D convolutions** between the dense trunk and the logits
@@ -166,6 +169,102 @@ class CellNoise(keras.layers.Layer):
         return {**super().get_config(), "initial_sigma": self.initial_sigma}
 
 
+GUMBEL_NOISE_GAIN = math.log(1.28 / 0.3)  # the noise gain at which 0.3 x gain is Gumbel's spread
+CONTROL_BOUND = 3.0                        # |log sharpness|, |log noise gain| stay below this
+
+
+@keras.saving.register_keras_serializable(package=_PACKAGE)
+class SharpenedCellNoise(CellNoise):
+    """:class:`CellNoise` whose noise and sharpness the network sets per event and layer:
+    ``[head input (n, m + 1), noise (n, m), controls (n, 2 L)]`` -> the head input with layer
+    l's logits a = logit + g_l sigma_i noise_i replaced by
+
+        M_l + log_softmax_l(beta_l a),   M_l = logsumexp over the layer of a,
+
+    so the layer keeps its share of the event's energy (M_l) while its cells share it more
+    (beta_l > 1) or less (beta_l < 1) unevenly; log beta_l and log g_l are the controls, each
+    bounded by ``CONTROL_BOUND`` through a tanh. beta = g = 1 is :class:`CellNoise`.
+
+    Why: a MIP crossing of a SiW layer puts its 1 MIP in one cell, wherever the beam spot put
+    the particle, and the layer reads one hit. A generator continuous in its latent draws the
+    crossing's position smeared over the spot (the shipped SiW model: 5-7 cells sharing a
+    track layer's energy, top cell under the 0.5 MIP threshold in 12 % of track layers, which
+    then read empty). With beta large and g near Gumbel's spread (``GUMBEL_NOISE_GAIN``) the
+    softmax of noisy logits is a Gumbel-max draw of one cell from the mean profile
+    (E. Jang, S. Gu, B. Poole, arXiv:1611.01144, with a normal in place of the Gumbel)."""
+
+    def __init__(self, sample_shape, initial_sigma=0.3, **kwargs):
+        super().__init__(initial_sigma, **kwargs)
+        self.sample_shape = tuple(int(d) for d in sample_shape)
+
+    def call(self, inputs):
+        head, noise, controls = inputs
+        head = ops.cast(head, "float32")
+        controls = CONTROL_BOUND * ops.tanh(ops.cast(controls, "float32") / CONTROL_BOUND)
+        n_layers = self.sample_shape[0]
+        per_layer = math.prod(self.sample_shape[1:])
+        cells = n_layers * per_layer
+        log_sharpness = controls[:, :n_layers, None]
+        noise_gain = ops.exp(controls[:, n_layers:, None])
+        sigma = ops.reshape(ops.exp(ops.cast(self.log_sigma, "float32")), (n_layers, per_layer))
+        noise = ops.reshape(ops.cast(noise, "float32"), (-1, n_layers, per_layer))
+        logits = ops.reshape(head[:, :cells], (-1, n_layers, per_layer))
+        noisy = logits + noise_gain * sigma * noise
+        layer_mass = ops.logsumexp(noisy, axis=-1, keepdims=True)
+        sharpened = layer_mass + ops.log_softmax(ops.exp(log_sharpness) * noisy, axis=-1)
+        return ops.concatenate([ops.reshape(sharpened, (-1, cells)), head[:, cells:]], axis=1)
+
+    def get_config(self):
+        return {**super().get_config(), "sample_shape": list(self.sample_shape)}
+
+
+def readout_top_share(layer_values, threshold=0.0):
+    """Per event, for cells ``[n, m]`` of one layer read out above ``threshold``: whether any
+    cell is read out, and the hottest read-out cell's share of the read-out energy (NaN where
+    none is)."""
+    read = np.where(layer_values >= threshold, layer_values, 0.0)
+    total = read.sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return total > 0, np.where(total > 0, read.max(axis=1) / total, np.nan)
+
+
+def fit_layer_sharpness(log_shares, layer_energies, reference_layers, threshold, noise_sigma,
+                        rng, sharpness_grid=(1.0, 1.5, 2.0, 3.0, 4.0, 6.0, 10.0),
+                        cell_sigma=0.3):
+    """Starting controls of :class:`SharpenedCellNoise` for one population, layer by layer.
+
+    ``log_shares`` [L, m]: the population's mean shower (the untrained generator's logits),
+    ``layer_energies`` [n, L] its events' read-out layer energies, ``reference_layers`` [n, L,
+    m] their read-out cells, ``noise_sigma`` [L] the readout noise. For each beta of the grid
+    (noise gain tied to it, log g = GUMBEL_NOISE_GAIN (1 - 1/beta): no change at beta = 1,
+    Gumbel-max as beta grows) the events' layer energies are shared by the sharpened noisy
+    softmax, noise is added, and the readout applied; the beta kept per layer makes the
+    fraction of events with a read-out cell and the median share of the hottest cell closest
+    to the reference's (sum of both absolute differences). Returns (log beta, log g), each [L]."""
+    n_layers = log_shares.shape[0]
+    log_sharpness, log_gain = np.zeros(n_layers), np.zeros(n_layers)
+    for layer in range(n_layers):
+        hit, share = readout_top_share(reference_layers[:, layer], threshold)
+        if not hit.any():
+            continue
+        target = (hit.mean(), np.nanmedian(share))
+        energies = layer_energies[:, layer:layer + 1]
+        best = np.inf
+        for beta in sharpness_grid:
+            gain = GUMBEL_NOISE_GAIN * (1.0 - 1.0 / beta)
+            noisy = log_shares[layer] + np.exp(gain) * cell_sigma * rng.standard_normal(
+                (len(energies), log_shares.shape[1]))
+            noisy = beta * (noisy - noisy.max(axis=1, keepdims=True))
+            shares = np.exp(noisy) / np.exp(noisy).sum(axis=1, keepdims=True)
+            values = energies * shares + noise_sigma[layer] * rng.standard_normal(shares.shape)
+            drawn_hit, drawn_share = readout_top_share(values, threshold)
+            drawn_share = np.nanmedian(drawn_share) if drawn_hit.any() else 0.0
+            distance = abs(drawn_hit.mean() - target[0]) + abs(drawn_share - target[1])
+            if distance < best - 1e-3:
+                best, log_sharpness[layer], log_gain[layer] = distance, np.log(beta), gain
+    return log_sharpness, log_gain
+
+
 @keras.saving.register_keras_serializable(package=_PACKAGE)
 class CellBias(keras.layers.Layer):
     """x + b with one trainable bias per input unit (the per-cell offset of the logits)."""
@@ -273,7 +372,8 @@ def conv3d_logits(trunk, sample_shape, channels=(16, 8), upsampling="transpose")
 
 def cell_generator(latent_dim, condition_width, sample_shape, *, hidden=(256, 512),
                    cell_noise=True, readout_noise=False, architecture="dense", channels=(16, 8),
-                   upsampling="transpose", discrete_latent=0, name="generator"):
+                   upsampling="transpose", discrete_latent=0, layer_sharpness=False,
+                   name="generator"):
     """``[noise (latent_dim [+ cells] [+ cells]), encoded conditions]`` -> ``cells + 1``
     float32 units (logits and the response), the input of an ``EnergyShareHead`` (module
     docstring), followed with ``readout_noise`` by ``cells`` standard normals passed through
@@ -288,7 +388,14 @@ def cell_generator(latent_dim, condition_width, sample_shape, *, hidden=(256, 51
     ``discrete_latent`` K > 1 adds a :class:`DiscreteLatent` code of K values (from the first
     latent normal) to the trunk's input, and beside the conditions at the output the code and
     its :class:`CodeConditionCross` with the conditions (``[hidden, code, cross, conditions]``).
+
+    ``layer_sharpness`` (needs ``cell_noise``): a Dense layer ``sharpness`` on the same input as
+    the output emits per layer a log sharpness and a log noise gain for
+    :class:`SharpenedCellNoise` (zero kernel: the untrained generator is the one without, until
+    :func:`start_at_category_means` starts them per category and code).
     """
+    if layer_sharpness and not cell_noise:
+        raise ValueError("cell_generator: layer_sharpness needs cell_noise")
     cells = math.prod(sample_shape)
     sizes = [latent_dim] + [cells] * (int(cell_noise) + int(readout_noise))
     noise = keras.Input((sum(sizes),), name="noise")
@@ -313,7 +420,12 @@ def cell_generator(latent_dim, condition_width, sample_shape, *, hidden=(256, 51
         out = layers.Concatenate(dtype="float32", name="head_input")([logits, response])
     else:
         raise ValueError(f"architecture must be 'dense' or 'conv3d', got {architecture!r}")
-    if cell_noise:
+    if layer_sharpness:
+        controls = layers.Dense(2 * int(sample_shape[0]), dtype="float32", name="sharpness",
+                                kernel_initializer="zeros")(with_conditions)
+        out = SharpenedCellNoise(sample_shape, dtype="float32", name="cell_noise")(
+            [out, per_cell, controls])
+    elif cell_noise:
         out = CellNoise(dtype="float32", name="cell_noise")([out, per_cell])
     if readout_noise:                    # passed through to a NoisyEnergyShareHead
         out = layers.Concatenate(dtype="float32", name="with_readout_noise")([out, readout])
@@ -321,7 +433,8 @@ def cell_generator(latent_dim, condition_width, sample_shape, *, hidden=(256, 51
 
 
 def start_at_category_means(generator, encoder, detector, conditions, samples,
-                            energy_condition, log_response) -> None:
+                            energy_condition, log_response, readout_noise=0.0,
+                            fit_events=128, seed=0) -> None:
     """Start the generator at the mean shower and mean response of every category.
 
     Bias of the logits: log of the mean energy fraction per cell (all events). For each
@@ -336,7 +449,12 @@ def start_at_category_means(generator, encoder, detector, conditions, samples,
     :class:`CodeConditionCross` start at slice k's mean fractions and mean response relative to
     the category's. The K codes being equally likely, the untrained generator draws the
     category's sum_E distribution as a K-step mixture (the SiW pions start with tracks and
-    showers), which training then refines."""
+    showers), which training then refines.
+
+    With :class:`SharpenedCellNoise` (a ``sharpness`` layer), the same rows of that layer start
+    at :func:`fit_layer_sharpness` of the category (and of each slice, relative to its
+    category) on up to ``fit_events`` of its events, ``readout_noise`` being the head's noise
+    (one value or one per layer)."""
     flat = np.asarray(samples, np.float64).reshape(len(samples), -1)
     totals = flat.sum(axis=1)
     fractions = flat / np.maximum(totals, 1e-12)[:, None]
@@ -379,6 +497,23 @@ def start_at_category_means(generator, encoder, detector, conditions, samples,
             part[chosen] = True
             yield part
 
+    sharpness = generator.get_layer("sharpness") if "sharpness" in names else None
+    if sharpness is not None:
+        sharp_kernel = np.asarray(sharpness.kernel)
+        n_layers = int(detector.sample_shape[0])
+        cells_by_layer = np.asarray(samples, np.float64).reshape(len(samples), n_layers, -1)
+        noise = np.broadcast_to(np.ravel(np.asarray(readout_noise, np.float64)), (n_layers,))
+        rng = np.random.default_rng(seed)
+
+    def controls(rows):
+        chosen = np.flatnonzero(rows)
+        if len(chosen) > fit_events:
+            chosen = rng.choice(chosen, fit_events, replace=False)
+        cells = cells_by_layer[chosen]
+        fitted = fit_layer_sharpness(log_mean(rows).reshape(n_layers, -1), cells.sum(axis=2),
+                                     cells, detector.threshold, noise, rng)
+        return np.concatenate(fitted)
+
     column = 0
     for c, condition in enumerate(detector.conditions):
         if not condition.is_categorical:
@@ -391,6 +526,9 @@ def start_at_category_means(generator, encoder, detector, conditions, samples,
                 kernel[row, response_column] = log_ratio(rows) - log_response
                 if dense:
                     kernel[row, :-1] = log_mean(rows) - base
+                if sharpness is not None:
+                    category_controls = controls(rows)
+                    sharp_kernel[row] = category_controls
                 for code, part in enumerate(slices_by_total(rows, codes) if codes else ()):
                     if not part.any():
                         continue
@@ -398,8 +536,12 @@ def start_at_category_means(generator, encoder, detector, conditions, samples,
                     kernel[row, response_column] = log_ratio(part) - log_ratio(rows)
                     if dense:
                         kernel[row, :-1] = log_mean(part) - log_mean(rows)
+                    if sharpness is not None:
+                        sharp_kernel[row] = controls(part) - category_controls
         column += len(condition.labels)
     out.kernel.assign(kernel.astype("float32"))
+    if sharpness is not None:
+        sharpness.kernel.assign(sharp_kernel.astype("float32"))
 
 
 @networks.critic_precision
@@ -432,7 +574,8 @@ def build_calorimeter_gan(detector, train_conditions, train_samples, *, energy_c
                           generator_channels=(16, 8), critic_channels=(8, 16, 32),
                           upsampling="transpose", critic_steps=4, gradient_penalty=10.0,
                           log_scale=1.0, critic_features=(), extra_penalties=(),
-                          readout_noise=None, threshold_band=0.0, discrete_latent=0, seed=0):
+                          readout_noise=None, threshold_band=0.0, discrete_latent=0,
+                          layer_sharpness=False, seed=0):
     """A conditional WGAN-GP with an energy-sharing head for a layered calorimeter
     (module docstring): ``architecture`` "dense" or "conv3d" (generator and critic).
 
@@ -444,7 +587,8 @@ def build_calorimeter_gan(detector, train_conditions, train_samples, *, energy_c
     width of the 3D one. ``readout_noise`` (the detector's nominal noise, one value or an array
     broadcast over the sample, e.g. per layer) makes the head a :class:`NoisyEnergyShareHead`,
     with ``threshold_band`` (its straight-through band below the readout threshold).
-    ``discrete_latent`` K > 1 gives the generator a :class:`DiscreteLatent` code of K values.
+    ``discrete_latent`` K > 1 gives the generator a :class:`DiscreteLatent` code of K values;
+    ``layer_sharpness`` its cell noise a per-layer sharpness (:class:`SharpenedCellNoise`).
     """
     from . import penalties as penalty_objects  # TensorFlow: imported when a GAN is built
     from .builders import fit_response
@@ -472,9 +616,12 @@ def build_calorimeter_gan(detector, train_conditions, train_samples, *, energy_c
                                hidden=generator_hidden, cell_noise=cell_noise,
                                readout_noise=readout_noise is not None,
                                architecture=architecture, channels=generator_channels,
-                               upsampling=upsampling, discrete_latent=discrete_latent)
+                               upsampling=upsampling, discrete_latent=discrete_latent,
+                               layer_sharpness=layer_sharpness)
     start_at_category_means(generator, encoder, detector, train_conditions, train_samples,
-                            energy_condition, mean)
+                            energy_condition, mean,
+                            readout_noise=0.0 if readout_noise is None else readout_noise,
+                            seed=seed)
     features = [networks.ShowerFeatures.for_detector(detector, log_scale, norm)]
     features += [f if isinstance(f, keras.layers.Layer) else f(log_scale, norm)
                  for f in critic_features]
