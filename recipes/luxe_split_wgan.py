@@ -56,6 +56,8 @@ GENERATOR_LR_FRACTION = 0.5  # 5-min runs: max(metric / bar) inner 1.9, outer 4.
 ARCHITECTURE = dict(latent_dim=16, generator_hidden=(256, 256, 256),
                     critic_hidden=(256, 256, 256), critic_steps=4, gradient_penalty=10.0)
 MOMENT_WEIGHT = 10.0  # runs/luxe_moments of 2026-12-04
+#: per-species fraction of t beyond these arrival times (ns) matched (TailFractionPenalty)
+TAIL_WEIGHT, TAIL_THRESHOLDS_NS = 0.0, (1e3, 1e4, 1e5, 1e6)
 REGIONS = ("inner", "outer")
 REGION_SHARE = {"inner": 0.5, "outer": 0.5}  # of the epochs and of the time limit
 KL_BAR, W1_BAR, FRACTION_BAR = 0.02, 0.05, 0.01
@@ -73,6 +75,11 @@ def _extra(parser):
                         help="weight of the per-species moment penalty: mean and width of every "
                              "Gaussianized feature and of r matched per species "
                              "(BinnedMomentPenalty; default %(default)s, 0 = off)")
+    parser.add_argument("--tail-weight", type=float, default=TAIL_WEIGHT,
+                        help="weight of the per-species tail penalty: the fraction of particles "
+                             "arriving later than 1e3, 1e4, 1e5 and 1e6 ns matched (the slow "
+                             "photons and neutrons; TailFractionPenalty; default %(default)s, "
+                             "0 = off)")
     parser.add_argument("--no-split", action="store_true",
                         help="train one model on the whole plane instead of one per region")
     parser.add_argument("--compare-run", type=Path, default=None,
@@ -147,12 +154,19 @@ def train_region(name, r_min, r_max, rows, share, data, val, detector, settings,
     print(f"---- region {name!r}: {rows.sum():,} training particles, r in [{r_min:g}, "
           f"{'inf' if r_max is None else f'{r_max:g}'}) mm", flush=True)
     penalties = []
+    species = np.arange(len(detector.conditions[0].labels) + 1) - 0.5
     if args.moment_weight:
         from ddsim_gan.models.binned_moments import BinnedMomentPenalty
 
-        species = np.arange(len(detector.conditions[0].labels) + 1) - 0.5
         penalties.append(BinnedMomentPenalty(species, condition_index=0, space="normalized",
                                              weight=args.moment_weight))
+    if args.tail_weight:
+        from ddsim_gan.models.binned_moments import TailFractionPenalty, normalized_thresholds
+
+        column = detector.sample_names.index("t")
+        cuts = normalized_thresholds(region_data.train_samples[:, column], TAIL_THRESHOLDS_NS)
+        penalties.append(TailFractionPenalty(species, column=column, thresholds=cuts,
+                                             condition_index=0, weight=args.tail_weight))
     gan = build_region_gan(detector, region_data.train_conditions, region_data.train_samples,
                            r_min=r_min, r_max=r_max, seed=args.seed, name=f"luxe_{name}",
                            extra_penalties=penalties, **ARCHITECTURE)

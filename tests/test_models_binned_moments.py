@@ -157,3 +157,70 @@ def test_binned_observable_moments_see_a_dependence_the_batch_moments_miss():
     again = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(binned))
     assert again.edges == binned.edges and again.weight == 2.0
     assert float(again(step(swapped))) == pytest.approx(wrong, rel=1e-5)
+
+
+# ---- the tail-fraction penalty (LUXE's slow arrivals) ----------------------------------------
+def _tail_sample(rng, species, slow_fraction):
+    """Normalized samples for the ``species`` [n, 1]: a bulk N(0, 0.5) in column 1, and for
+    species 0 ``slow_fraction`` of events at N(2.8, 0.2) instead."""
+    n = len(species)
+    z = rng.normal(0.0, 0.5, n)
+    slow = (species[:, 0] == 0) & (rng.uniform(size=n) < slow_fraction)
+    z[slow] = rng.normal(2.8, 0.2, slow.sum())
+    return np.stack([rng.normal(size=n), z], axis=1)
+
+
+def test_tail_fraction_penalty_by_hand_and_its_pull_on_a_dropped_tail():
+    from ddsim_gan.models.binned_moments import TailFractionPenalty
+
+    rng = np.random.default_rng(0)
+    conditions = (rng.uniform(size=(4000, 1)) < 0.1).astype(float)     # species 1: 10 %
+    real = _tail_sample(rng, conditions, 0.03)
+    fake = _tail_sample(rng, conditions, 0.005)   # the generator dropped most of the tail
+    penalty = TailFractionPenalty([-0.5, 0.5, 1.5], column=1, thresholds=[1.5, 2.5], width=0.3,
+                                  min_count=8)
+    value = float(penalty(_step(conditions, real, fake)))
+
+    def fractions(z, rows):
+        return 1.0 / (1.0 + np.exp(-(z[rows, None] - np.array([1.5, 2.5])) / 0.3))
+
+    expected, index = [], np.arange(4000)
+    for group in (0, 1):
+        parts = [(conditions[:, 0] == group) & (index % 2 == h) for h in (0, 1)]
+        d = [fractions(fake[:, 1], p).mean(0) - fractions(real[:, 1], p).mean(0) for p in parts]
+        f = np.mean([fractions(real[:, 1], p).mean(0) for p in parts], axis=0)
+        expected.append(d[0] * d[1] / (f * (1 - f) + 1e-3))
+    np.testing.assert_allclose(value, np.mean(expected), rtol=1e-4)
+    # species 0, 0.5 % against 3 % beyond the cuts: about 0.025^2 / 0.03 for each of its 2
+    # cuts, averaged with species 1's two terms (both tails empty)
+    assert 0.003 < value < 0.03
+    # the gradient pushes the generated events just under the cut up, the bulk (4 widths
+    # below the first cut) an order of magnitude less
+    fake_t = tf.Variable(tf.constant(fake, tf.float32))
+    with tf.GradientTape() as tape:
+        loss = penalty(StepTensors(tf.constant(conditions, tf.float32), None,
+                                   tf.constant(real, tf.float32), fake_t, None,
+                                   to_physical=lambda x: x))
+    grad = tape.gradient(loss, fake_t).numpy()[:, 1]
+    species0 = conditions[:, 0] == 0
+    near = species0 & (fake[:, 1] > 1.0) & (fake[:, 1] < 1.5)
+    bulk = species0 & (np.abs(fake[:, 1]) < 0.3)
+    assert near.sum() > 5 and (grad[near] < 0).all()
+    assert np.abs(grad[bulk]).max() < 0.2 * np.abs(grad[near]).mean()
+    # matching tails cost only noise; a config round trip keeps the penalty
+    other = _tail_sample(rng, conditions, 0.03)
+    assert abs(float(penalty(_step(conditions, real, other)))) < 0.2 * value
+    again = TailFractionPenalty.from_config(penalty.get_config())
+    assert float(again(_step(conditions, real, fake))) == pytest.approx(value)
+
+
+def test_normalized_thresholds_match_the_quantile_transform():
+    from ddsim_gan.data.preprocessing import QuantileTransform
+    from ddsim_gan.models.binned_moments import normalized_thresholds
+
+    rng = np.random.default_rng(1)
+    t = np.concatenate([rng.normal(10.0, 0.3, 9700), 10 ** rng.uniform(3, 6, 300)])
+    cuts = [1e3, 1e4, 1e5]
+    transform = QuantileTransform(1).adapt(t[:, None])
+    expected = keras.ops.convert_to_numpy(transform(np.array(cuts, "float32")[:, None]))[:, 0]
+    np.testing.assert_allclose(normalized_thresholds(t, cuts), expected, atol=0.02)
