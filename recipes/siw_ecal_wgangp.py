@@ -83,8 +83,9 @@ OCCUPANCY_TEMPERATURE = 0.05
 PION_SPLIT_MIP = 40.0
 #: the head's readout threshold passes the gradient for cells this fraction below it (0 = hard cut)
 THRESHOLD_BAND = 0.0
-#: per-event, per-layer sharpness of the cells' softmax (SharpenedCellNoise), started from the data
-LAYER_SHARPNESS = False
+#: per-layer sharpness of the cells' softmax (SharpenedCellNoise) per species and code, set from
+#: the data and held ("data") or trained on ("learned"), or "none"
+LAYER_SHARPNESS = "none"
 SPECIES = ("e-", "pi-")
 
 
@@ -139,11 +140,12 @@ def _extra_options(parser):
                              "generated cells within this fraction below it, so a track "
                              "crossing that falls just under the cut can be pulled back "
                              "(NoisyEnergyShareHead; default %(default)s = hard cut)")
-    parser.add_argument("--layer-sharpness", action="store_true", default=LAYER_SHARPNESS,
-                        help="let the generator sharpen each layer's share of the cells per "
-                             "event (one cell per MIP crossing; SharpenedCellNoise), started at "
-                             "the sharpness of each species and code in the data (default "
-                             "%(default)s)")
+    parser.add_argument("--layer-sharpness", choices=("none", "data", "learned"),
+                        default=LAYER_SHARPNESS,
+                        help="sharpen each layer's share of the cells (one cell per MIP "
+                             "crossing; SharpenedCellNoise) as each species and code's events "
+                             "do in the data: held there (data) or trained on from there "
+                             "(learned); default %(default)s")
     parser.add_argument("--pooled-observables", action="store_true",
                         help="with --observable-critic-weight: standardize the second critic's "
                              "observables over both species together instead of within each "

@@ -103,6 +103,19 @@ def test_fit_finds_sharp_tracks_and_leaves_spread_showers_alone():
     assert hit.all() and np.allclose(share, 1.0)
 
 
+def _with_tracks(detector, n):
+    """``n`` TinyLayered events, half the pions replaced by MIP tracks: 1 MIP in one of the
+    3 x 3 central cells of every layer, the cell drawn per event."""
+    conditions, samples = detector.simulate(n, seed=0)
+    rng = np.random.default_rng(2)
+    pions = np.flatnonzero(conditions[:, 1] == 1)
+    tracks = pions[: len(pions) // 2]
+    samples[tracks] = 0.0
+    spot = rng.integers(3, 6, (len(tracks), 2))
+    samples[tracks[:, None], np.arange(3)[None, :], spot[:, :1], spot[:, 1:]] = 1.0
+    return conditions, samples, tracks
+
+
 @pytest.fixture(scope="module")
 def track_start():
     """TinyLayered, half its pions MIP tracks (1 MIP in one of the 3 x 3 central cells of every
@@ -110,19 +123,14 @@ def track_start():
     from ddsim_gan.models.calorimeter import build_calorimeter_gan
 
     detector = TinyLayered()
-    conditions, samples = detector.simulate(1200, seed=0)
-    rng = np.random.default_rng(2)
-    pions = np.flatnonzero(conditions[:, 1] == 1)
-    tracks = pions[: len(pions) // 2]
-    samples[tracks] = 0.0
-    spot = rng.integers(3, 6, (len(tracks), 2))
-    samples[tracks[:, None], np.arange(3)[None, :], spot[:, :1], spot[:, 1:]] = 1.0
+    conditions, samples, tracks = _with_tracks(detector, 1200)
     gans = {}
     for sharp in (False, True):
         keras.utils.set_random_seed(4)
         gans[sharp] = build_calorimeter_gan(
             detector, conditions, samples, energy_condition="E_beam", generator_hidden=(8, 8),
-            critic_hidden=(8,), discrete_latent=2, layer_sharpness=sharp,
+            critic_hidden=(8,), discrete_latent=2,
+            layer_sharpness="learned" if sharp else "none",
             readout_noise=np.full((3, 1, 1), 0.06))
     return conditions, tracks, gans
 
@@ -182,3 +190,28 @@ def test_layer_sharpness_needs_cell_noise():
 
     with pytest.raises(ValueError, match="needs cell_noise"):
         cell_generator(4, 3, SHAPE, hidden=(8,), cell_noise=False, layer_sharpness=True)
+
+
+def test_data_mode_holds_the_sharpness_while_the_rest_trains():
+    import tensorflow as tf
+
+    from ddsim_gan.models.calorimeter import build_calorimeter_gan
+
+    detector = TinyLayered()
+    conditions, samples, _ = _with_tracks(detector, 200)
+    gan = build_calorimeter_gan(detector, conditions, samples, energy_condition="E_beam",
+                                generator_hidden=(8, 8), critic_hidden=(8,), critic_steps=2,
+                                discrete_latent=2, layer_sharpness="data",
+                                readout_noise=np.full((3, 1, 1), 0.06))
+    sharpness, output = (gan.generator.get_layer(n) for n in ("sharpness", "output_dense"))
+    before = [np.asarray(w).copy() for w in (sharpness.kernel, output.kernel)]
+    assert not sharpness.trainable and np.abs(before[0]).sum() > 0     # the tracks' fit
+    gan.compile(jit_compile=False)
+    data = tf.data.Dataset.from_tensor_slices((conditions, samples)).repeat().batch(
+        32, drop_remainder=True)
+    gan.fit(data, epochs=1, steps_per_epoch=2, verbose=0)
+    np.testing.assert_array_equal(np.asarray(sharpness.kernel), before[0])
+    assert not np.allclose(np.asarray(output.kernel), before[1])
+    with pytest.raises(ValueError, match="layer_sharpness must be one of"):
+        build_calorimeter_gan(detector, conditions, samples, energy_condition="E_beam",
+                              generator_hidden=(8,), critic_hidden=(8,), layer_sharpness="on")

@@ -19,8 +19,8 @@ x softmax(logits), cells under the readout threshold zeroed), with three additio
   at that category's mean log(sum_E / E) (:func:`start_at_category_means`), so the untrained
   generator already draws each species' average shower with its energy;
 * (optional) a **per-layer sharpness** of the cells' softmax (:class:`SharpenedCellNoise`,
-  ``layer_sharpness=True``), so a MIP crossing can put its energy in one cell, started from
-  the data;
+  ``layer_sharpness="data"`` or ``"learned"``), so a MIP crossing can put its energy in one
+  cell, set per category and code from the data (and held there, or trained on from there);
 * (optional) a **discrete latent code** (:class:`DiscreteLatent`, ``discrete_latent=K``) for
   species that are a mixture of populations (pions: tracks and showers);
 * (3D variant) **3D convolutions** between the dense trunk and the logits
@@ -575,7 +575,7 @@ def build_calorimeter_gan(detector, train_conditions, train_samples, *, energy_c
                           upsampling="transpose", critic_steps=4, gradient_penalty=10.0,
                           log_scale=1.0, critic_features=(), extra_penalties=(),
                           readout_noise=None, threshold_band=0.0, discrete_latent=0,
-                          layer_sharpness=False, seed=0):
+                          layer_sharpness="none", seed=0):
     """A conditional WGAN-GP with an energy-sharing head for a layered calorimeter
     (module docstring): ``architecture`` "dense" or "conv3d" (generator and critic).
 
@@ -588,8 +588,15 @@ def build_calorimeter_gan(detector, train_conditions, train_samples, *, energy_c
     broadcast over the sample, e.g. per layer) makes the head a :class:`NoisyEnergyShareHead`,
     with ``threshold_band`` (its straight-through band below the readout threshold).
     ``discrete_latent`` K > 1 gives the generator a :class:`DiscreteLatent` code of K values;
-    ``layer_sharpness`` its cell noise a per-layer sharpness (:class:`SharpenedCellNoise`).
+    ``layer_sharpness`` "data" or "learned" gives its cell noise a per-layer sharpness
+    (:class:`SharpenedCellNoise`) started from the data, held there ("data": the layer
+    ``sharpness`` is not trained) or trained on ("learned"); "none" (or False) leaves it out.
     """
+    sharpness_modes = ("none", "data", "learned")
+    layer_sharpness = "none" if layer_sharpness in (False, None) else layer_sharpness
+    if layer_sharpness not in sharpness_modes:
+        raise ValueError(f"build_calorimeter_gan: layer_sharpness must be one of "
+                         f"{sharpness_modes}, got {layer_sharpness!r}")
     from . import penalties as penalty_objects  # TensorFlow: imported when a GAN is built
     from .builders import fit_response
     from .gan import ConditionalGAN
@@ -617,11 +624,13 @@ def build_calorimeter_gan(detector, train_conditions, train_samples, *, energy_c
                                readout_noise=readout_noise is not None,
                                architecture=architecture, channels=generator_channels,
                                upsampling=upsampling, discrete_latent=discrete_latent,
-                               layer_sharpness=layer_sharpness)
+                               layer_sharpness=layer_sharpness != "none")
     start_at_category_means(generator, encoder, detector, train_conditions, train_samples,
                             energy_condition, mean,
                             readout_noise=0.0 if readout_noise is None else readout_noise,
                             seed=seed)
+    if layer_sharpness == "data":
+        generator.get_layer("sharpness").trainable = False
     features = [networks.ShowerFeatures.for_detector(detector, log_scale, norm)]
     features += [f if isinstance(f, keras.layers.Layer) else f(log_scale, norm)
                  for f in critic_features]
