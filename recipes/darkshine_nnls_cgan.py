@@ -79,6 +79,11 @@ def main(argv=None):
         parser.add_argument("--observable-critic-lr-factor", type=float, default=1.0,
                             help="with --observable-critic-weight: the second critic's "
                                  "learning rate over the image critic's")
+        parser.add_argument("--observable-shares", action="store_true",
+                            help="with --observable-critic-weight: the second critic also "
+                                 "sees each layer's share of the event's energy and "
+                                 "log(1 + E_layer / 1 MeV), so low-energy showers' layers "
+                                 "are not all within a fraction of a sigma of zero")
         parser.add_argument("--threshold-band", type=float, default=0.5,
                             help="components: pass the gradient straight through for cells "
                                  "within this fraction below the readout threshold")
@@ -93,7 +98,8 @@ def main(argv=None):
     from ddsim_gan.evaluation import MetricMonitor, evaluate
     from ddsim_gan.models.builders import build_conditional_gan
     from ddsim_gan.models.binned_moments import BinnedObservableMomentPenalty
-    from ddsim_gan.models.observable_critic import with_observable_critic
+    from ddsim_gan.models.observable_critic import (ShowerObservablesWithShares,
+                                                    with_observable_critic)
     from ddsim_gan.models.penalties import NNLSPenalty, ShowerMomentPenalty
     from ddsim_gan.models.spectrum import ConditionSpectrum
 
@@ -125,7 +131,8 @@ def main(argv=None):
                                 photostat=1.0 / darkshine.PHOTOELECTRONS_PER_MEV,
                                 exact_energy=True, threshold_band=args.threshold_band)
     if args.observable_critic_weight > 0:
-        observables = ShowerMomentPenalty.for_detector(detector, weight=0.0, hits=True)
+        kind = ShowerObservablesWithShares if args.observable_shares else ShowerMomentPenalty
+        observables = kind.for_detector(detector, weight=0.0, hits=True)
         gan = with_observable_critic(gan, observables, data.train_samples,
                                      data.train_conditions, weight=args.observable_critic_weight)
     # XLA:CPU makes the components' step four times slower (measured: 1.0 s against 0.25 s)

@@ -157,3 +157,48 @@ def test_the_second_critic_cannot_share_an_optimizer():
     with pytest.raises(ValueError, match="observable critic needs its own optimizer"):
         gan.compile(generator_optimizer=keras.optimizers.Adam(1e-3), critic_optimizer=shared,
                     observable_critic_optimizer=shared)
+
+
+def test_layer_shares_and_logs_by_hand():
+    """ShowerObservablesWithShares: the base observables, then each layer's share of the event's
+    energy and log(1 + E_layer / unit), on two showers written by hand."""
+    from ddsim_gan.models.observable_critic import ShowerObservablesWithShares
+    from ddsim_gan.models.penalties import ShowerMomentPenalty
+
+    detector = MiniCalo()
+    showers = np.zeros((2,) + detector.sample_shape, np.float32)
+    showers[0, 1, 1] = [60.0, 30.0, 10.0]          # 100 MeV over the three layers
+    showers[1, 2, 2, 1] = 7.0                        # only the middle layer
+    base = ShowerMomentPenalty.for_detector(detector, weight=0.0, hits=True)
+    extended = ShowerObservablesWithShares.for_detector(detector, weight=0.0, hits=True,
+                                                        log_unit=2.0)
+    plain = base.observables(tf.constant(showers)).numpy()
+    values = extended.observables(tf.constant(showers)).numpy()
+    assert values.shape == (2, plain.shape[1] + 2 * 3)
+    np.testing.assert_allclose(values[:, :plain.shape[1]], plain)
+    np.testing.assert_allclose(values[:, -6:-3], [[0.6, 0.3, 0.1], [0.0, 1.0, 0.0]], atol=1e-6)
+    np.testing.assert_allclose(values[:, -3:], np.log1p(np.array(
+        [[60.0, 30.0, 10.0], [0.0, 7.0, 0.0]]) / 2.0), rtol=1e-6)
+    with pytest.raises(ValueError, match="log_unit"):
+        ShowerObservablesWithShares.for_detector(detector, weight=0.0, log_unit=0.0)
+
+
+def test_a_critic_on_layer_shares_survives_the_round_trip(tmp_path):
+    from ddsim_gan.models.observable_critic import (ShowerObservablesWithShares,
+                                                    with_observable_critic)
+
+    detector = MiniCalo()
+    conditions, samples = detector.simulate(128, seed=1)
+    observables = ShowerObservablesWithShares.for_detector(detector, weight=0.0, hits=True,
+                                                           log_unit=3.0)
+    gan = with_observable_critic(tiny_conditional_gan("components", seed=1), observables,
+                                 samples, conditions, hidden=(8,))
+    assert len(gan.observable_mean) == 2 * 2 + 3 + 1 + 2 * 3
+    path = tmp_path / "gan.keras"
+    gan.save(path)
+    loaded = keras.saving.load_model(path)
+    assert type(loaded.observables) is ShowerObservablesWithShares
+    assert loaded.observables.log_unit == 3.0
+    real = tf.constant(samples[:8])
+    np.testing.assert_allclose(loaded.observables.observables(real).numpy(),
+                               observables.observables(real).numpy(), rtol=1e-6)

@@ -12,8 +12,9 @@ import keras
 import numpy as np
 import pytest
 
-from ddsim_gan.models.calorimeter import (CONTROL_BOUND, CellNoise, SharpenedCellNoise,
-                                          fit_layer_sharpness, readout_top_share)
+from ddsim_gan.models.cell_noise import (CONTROL_BOUND, INITIAL_CELL_SIGMA, CellNoise,
+                                         SharpenedCellNoise, fit_layer_sharpness,
+                                         readout_top_share)
 from test_models_calorimeter import TinyLayered
 
 SHAPE = (3, 8, 8)
@@ -57,7 +58,7 @@ def test_each_layer_keeps_its_energy_share_and_sharpens_or_flattens_within():
     out = np.asarray(layer([head, noise, controls]))
     assert out.shape == head.shape
     np.testing.assert_array_equal(out[:, -1], head[:, -1])          # the response untouched
-    sigma, bounded = 0.3, CONTROL_BOUND * np.tanh(controls / CONTROL_BOUND)
+    sigma, bounded = INITIAL_CELL_SIGMA, CONTROL_BOUND * np.tanh(controls / CONTROL_BOUND)
     gain = np.exp(bounded[:, 3:6])[:, :, None]
     noisy = (head[:, :CELLS].reshape(5, 3, -1) + gain * sigma * noise.reshape(5, 3, -1))
     # the layer's share of the event's energy: logsumexp of its noisy logits, unchanged

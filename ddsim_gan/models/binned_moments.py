@@ -117,28 +117,34 @@ class BinnedMomentPenalty(Penalty):
         conditions = tf.cast(step.conditions, tf.float32)
         members = self.membership(conditions)
         parity = tf.cast(tf.range(tf.shape(members)[0]) % 2, tf.float32)[:, None]
-        halves = (members * (1.0 - parity), members * parity)
-
         real, fake = self.features(step.real, step), self.features(step.fake, step)
         paired = None
         if self.paired_start is not None and conditions.shape[1] > self.paired_start:
             paired = conditions[:, self.paired_start:]
+        halves = []
+        for half in (members * (1.0 - parity), members * parity):
+            counts, *real_moments = self.group_moments(half, real, paired)
+            _, *fake_moments = self.group_moments(half, fake, paired)
+            halves.append((counts, real_moments, fake_moments))
+        return self.combine(halves, real)
+
+    def combine(self, halves, real):
+        """P (class docstring) from the two halves' ``(counts, real moments, fake moments)``,
+        each moments being ``group_moments``' (mean, std, correlation or None)."""
         differences, used, variance = [], 1.0, 0.0
-        for half in halves:
-            counts, mean_r, std_r, rho_r = self.group_moments(half, real, paired)
-            _, mean_f, std_f, rho_f = self.group_moments(half, fake, paired)
+        for counts, (mean_r, std_r, rho_r), (mean_f, std_f, rho_f) in halves:
             used = used * tf.cast(counts >= self.min_count, tf.float32)[:, None]
             variance = variance + 0.5 * tf.stop_gradient(tf.square(std_r))
             differences.append((mean_f - mean_r, std_f - std_r,
-                                None if paired is None else rho_f - rho_r))
+                                None if rho_r is None else rho_f - rho_r))
         (dm_a, ds_a, dr_a), (dm_b, ds_b, dr_b) = differences
         k = tf.cast(tf.shape(real)[1], tf.float32)
         n_used = tf.maximum(tf.reduce_sum(used), 1.0)
         terms = (dm_a * dm_b + ds_a * ds_b) / (variance + self.variance_floor(real))
         penalty = tf.reduce_sum(terms * used) / (n_used * k)
-        if paired is None:
+        if dr_a is None:
             return penalty
-        m = tf.cast(tf.shape(paired)[1], tf.float32)
+        m = tf.cast(tf.shape(dr_a)[2], tf.float32)
         return penalty + tf.reduce_sum(dr_a * dr_b * used[:, :, None]) / (n_used * k * m)
 
     def get_config(self):
@@ -234,14 +240,10 @@ class TailFractionPenalty(BinnedMomentPenalty):
         z = tf.cast(samples, tf.float32)[:, self.column:self.column + 1]
         return tf.sigmoid((z - tf.constant(self.thresholds, tf.float32)[None, :]) / self.width)
 
-    def __call__(self, step):
-        members = self.membership(tf.cast(step.conditions, tf.float32))
-        parity = tf.cast(tf.range(tf.shape(members)[0]) % 2, tf.float32)[:, None]
-        real, fake = self.features(step.real, step), self.features(step.fake, step)
+    def combine(self, halves, real):
+        """P (class docstring): the group means of the indicators are the fractions."""
         differences, used, fraction = [], 1.0, 0.0
-        for half in (members * (1.0 - parity), members * parity):
-            counts, real_fraction, _, _ = self.group_moments(half, real)
-            _, fake_fraction, _, _ = self.group_moments(half, fake)
+        for counts, (real_fraction, _, _), (fake_fraction, _, _) in halves:
             used = used * tf.cast(counts >= self.min_count, tf.float32)[:, None]
             fraction = fraction + 0.5 * tf.stop_gradient(real_fraction)
             differences.append(fake_fraction - real_fraction)

@@ -29,8 +29,44 @@ from keras import layers
 from .auxiliary import AuxiliaryRegressorGAN
 from .gan import ConditionalGAN
 from .networks import critic_precision
+from .penalties import ShowerMomentPenalty
 
 _PACKAGE = "ddsim_gan"
+
+
+@keras.saving.register_keras_serializable(package=_PACKAGE)
+class ShowerObservablesWithShares(ShowerMomentPenalty):
+    """The observables of :class:`~ddsim_gan.models.penalties.ShowerMomentPenalty` (its weight
+    unused) plus, for every layer l, its share of the event's energy and a log of its energy:
+
+        s_l = E_l / sum_k E_k,    g_l = log(1 + E_l / ``log_unit``).
+
+    Why: standardized over the whole sample, a layer energy spans the full energy range, so a
+    low-energy event's layers all sit within a fraction of a sigma of zero, where a critic
+    bounded in slope barely tells them apart. DarkSHINE's shipped generator left layer 1 empty
+    in half of its 0.2-1 GeV showers (reference median 109 MeV) and never put the sparse deep
+    deposits of electro-nuclear events (a quarter of the reference's showers in that range);
+    a classifier on the observables told those showers apart at AUC 0.98. The share is in
+    units of the event's own energy; the log separates "nothing" from "a few MeV"."""
+
+    def __init__(self, *args, log_unit: float = 1.0, **kwargs):
+        super().__init__(*args, **kwargs)
+        if self.layer_axis is None:
+            raise ValueError("ShowerObservablesWithShares needs a layer axis")
+        if not log_unit > 0:
+            raise ValueError(f"log_unit must be positive, got {log_unit}")
+        self.log_unit = float(log_unit)
+
+    def observables(self, physical, conditions=None):
+        columns = super().observables(physical, conditions)
+        first = 2 * len(self.transverse_axes)
+        layer_energies = columns[:, first:first + self.sample_shape[self.layer_axis]]
+        shares = layer_energies / (tf.reduce_sum(layer_energies, axis=1, keepdims=True) + 1e-6)
+        return tf.concat([columns, shares, tf.math.log1p(layer_energies / self.log_unit)],
+                         axis=1)
+
+    def get_config(self):
+        return {**super().get_config(), "log_unit": self.log_unit}
 
 
 @critic_precision

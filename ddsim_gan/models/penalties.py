@@ -547,8 +547,9 @@ class ShowerMomentPenalty(Penalty):
 
     @classmethod
     def for_detector(cls, detector, weight: float = 1.0, hits: bool = False,
-                     centre_weight: float = 0.0, correlation_weight: float = 0.0):
-        """``hits``: also match the hit count above ``detector.threshold``."""
+                     centre_weight: float = 0.0, correlation_weight: float = 0.0, **options):
+        """``hits``: also match the hit count above ``detector.threshold``; ``options`` go to
+        the constructor (a subclass's own)."""
         from ..evaluation.observables import layer_axis, spatial_axes
 
         threshold = detector.threshold if hits else None
@@ -557,7 +558,7 @@ class ShowerMomentPenalty(Penalty):
                              f"> 0, got {threshold}")
         return cls(detector.sample_shape, spatial_axes(detector), layer_axis(detector), weight,
                    hit_threshold=threshold, centre_weight=centre_weight,
-                   correlation_weight=correlation_weight)
+                   correlation_weight=correlation_weight, **options)
 
     def hit_count(self, cells):
         """``[n]``: the number of cells above zero, with the soft count's gradient."""
