@@ -79,10 +79,12 @@ def main(argv=None):
         parser.add_argument("--observable-critic-lr-factor", type=float, default=1.0,
                             help="with --observable-critic-weight: the second critic's "
                                  "learning rate over the image critic's")
-        parser.add_argument("--observable-shares", action="store_true",
-                            help="with --observable-critic-weight: the second critic also "
-                                 "sees each layer's share of the event's energy and "
-                                 "log(1 + E_layer / 1 MeV), so low-energy showers' layers "
+        parser.add_argument("--observable-features", choices=("plain", "shares"),
+                            default="shares",
+                            help="with --observable-critic-weight: what the second critic "
+                                 "sees besides the energy; plain: the observables; shares "
+                                 "(default): also each layer's share of the event's energy "
+                                 "and log(1 + E_layer / 1 MeV), so low-energy showers' layers "
                                  "are not all within a fraction of a sigma of zero")
         parser.add_argument("--threshold-band", type=float, default=0.5,
                             help="components: pass the gradient straight through for cells "
@@ -131,7 +133,8 @@ def main(argv=None):
                                 photostat=1.0 / darkshine.PHOTOELECTRONS_PER_MEV,
                                 exact_energy=True, threshold_band=args.threshold_band)
     if args.observable_critic_weight > 0:
-        kind = ShowerObservablesWithShares if args.observable_shares else ShowerMomentPenalty
+        kind = {"plain": ShowerMomentPenalty,
+                "shares": ShowerObservablesWithShares}[args.observable_features]
         observables = kind.for_detector(detector, weight=0.0, hits=True)
         gan = with_observable_critic(gan, observables, data.train_samples,
                                      data.train_conditions, weight=args.observable_critic_weight)
