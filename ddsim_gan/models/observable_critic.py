@@ -43,7 +43,7 @@ class ShowerObservablesWithShares(ShowerMomentPenalty):
 
     Why: standardized over the whole sample, a layer energy spans the full energy range, so a
     low-energy event's layers all sit within a fraction of a sigma of zero, where a critic
-    bounded in slope barely tells them apart. DarkSHINE's shipped generator left layer 1 empty
+    bounded in slope barely tells them apart. DarkSHINE's generator before it left layer 1 empty
     in half of its 0.2-1 GeV showers (reference median 109 MeV) and never put the sparse deep
     deposits of electro-nuclear events (a quarter of the reference's showers in that range);
     a classifier on the observables told those showers apart at AUC 0.98. The share is in
