@@ -15,8 +15,11 @@ and the rest, generating (x, y) and the rest": the critic sees r derived from th
 model's particles inside its region (:class:`~ddsim_gan.models.regions.RegionHead`). At sampling
 time the regions are mixed in the reference proportions per species; the mixture is one Keras
 model ``[conditions, noise] -> (x, y, p, phi_p, theta, t)`` (``generator.keras``) and one
-SavedModel. ``--no-split`` trains a single model on the whole plane with the same total number
-of steps, for comparison; ``--compare-run`` puts another run's numbers beside this one's.
+SavedModel. ``--time-split NS`` splits each region once more, at an arrival time: the prompt
+particles and the delayed ones (neutron-capture photons on their narrow lines, moderated
+neutrons) each get their own model, mixed the same way. ``--no-split`` trains a single model on
+the whole plane with the same total number of steps, for comparison; ``--compare-run`` puts
+another run's numbers beside this one's.
 
 Bars (issue 3), on held-out particles: per feature KL <= 0.02 and W1/sigma <= 0.05, separately
 in the inner and the outer region (``inner/KL:x``, ``outer/W1/sigma:t``, ...), and the fraction of
@@ -35,6 +38,7 @@ import argparse
 import json
 import math
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -60,6 +64,10 @@ MOMENT_WEIGHT = 10.0  # runs/luxe_moments of 2026-12-04
 TAIL_WEIGHT, TAIL_THRESHOLDS_NS = 0.0, (1e3, 1e4, 1e5, 1e6)
 REGIONS = ("inner", "outer")
 REGION_SHARE = {"inner": 0.5, "outer": 0.5}  # of the epochs and of the time limit
+#: with --time-split: each region's prompt and delayed particles get their own model. The shares
+#: follow the data (inner delayed: 3 % of the inner particles, outer delayed: 26 % of the outer)
+TIME_SPLIT_SHARE = {"inner_prompt": 0.4, "inner_delayed": 0.1, "outer_prompt": 0.3,
+                    "outer_delayed": 0.2}
 KL_BAR, W1_BAR, FRACTION_BAR = 0.02, 0.05, 0.01
 LOG_FEATURES = ("p", "t")  # span about six decades: plotted on log axes
 
@@ -80,6 +88,10 @@ def _extra(parser):
                              "arriving later than 1e3, 1e4, 1e5 and 1e6 ns matched (the slow "
                              "photons and neutrons; TailFractionPenalty; default %(default)s, "
                              "0 = off)")
+    parser.add_argument("--time-split", type=float, default=None, metavar="NS",
+                        help="also split each region at this arrival time (ns): prompt and "
+                        "delayed particles (neutron-capture photons, moderated neutrons) get "
+                        "their own model (default: no time split)")
     parser.add_argument("--no-split", action="store_true",
                         help="train one model on the whole plane instead of one per region")
     parser.add_argument("--compare-run", type=Path, default=None,
@@ -110,6 +122,9 @@ def _settings(args, recipe):
     if settings["batch_size"] % ARCHITECTURE["critic_steps"]:
         raise SystemExit(f"{RECIPE}: --batch-size {settings['batch_size']} must be a multiple of "
                          f"the {ARCHITECTURE['critic_steps']} critic steps")
+    if args.time_split is not None and (args.no_split or not args.time_split > 0):
+        raise SystemExit(f"{RECIPE}: --time-split {args.time_split:g}: expected a positive "
+                         "arrival time in ns, and the region split (not --no-split)")
     if args.compare_run is not None and not (args.compare_run / "metrics.json").is_file():
         raise SystemExit(f"{RECIPE}: --compare-run {args.compare_run}: no metrics.json there; "
                          "point it at the output directory of a finished run")
@@ -134,6 +149,43 @@ def region_plan(detector):
             ("outer", radius, None, 1, REGION_SHARE["outer"])]
 
 
+@dataclass(frozen=True)
+class Population:
+    """The particles one model learns: radial region ``region`` (``r_min <= r < r_max``) and
+    arrival times ``t_min <= t < t_max`` (ns)."""
+
+    name: str
+    r_min: float
+    r_max: float | None
+    region: int
+    share: float
+    t_min: float = -math.inf
+    t_max: float = math.inf
+
+
+def population_plan(detector, time_split_ns=None) -> list[Population]:
+    """The models to train: one per region, or with ``time_split_ns`` one per region and
+    arrival-time side (prompt below the split, delayed above)."""
+    plan = [Population(name, r_min, r_max, index, share)
+            for name, r_min, r_max, index, share in region_plan(detector)]
+    if time_split_ns is None:
+        return plan
+    return [Population(f"{p.name}_{side}", p.r_min, p.r_max, p.region,
+                       TIME_SPLIT_SHARE[f"{p.name}_{side}"], t_min, t_max)
+            for p in plan for side, t_min, t_max in (("prompt", -math.inf, time_split_ns),
+                                                     ("delayed", time_split_ns, math.inf))]
+
+
+def population_index(plan, detector, samples) -> np.ndarray:
+    """Which population of ``plan`` each ``[n, 6]`` sample belongs to."""
+    regions = detector.region_of(samples)
+    t = np.asarray(samples)[:, detector.sample_names.index("t")]
+    index = np.full(len(samples), -1)
+    for k, p in enumerate(plan):
+        index[(regions == p.region) & (t >= p.t_min) & (t < p.t_max)] = k
+    return index
+
+
 def train_region(name, r_min, r_max, rows, share, data, val, detector, settings, args, recipe):
     """Train one region's GAN (or the whole plane's); returns (gan, choice)."""
     import keras
@@ -151,6 +203,11 @@ def train_region(name, r_min, r_max, rows, share, data, val, detector, settings,
     region_data = recipe.RecipeData(data.train_conditions[rows], data.train_samples[rows],
                                     data.test_conditions, data.test_samples, data.floor_samples,
                                     data.source)
+    if rows.sum() < 2 * settings["batch_size"] or len(val[0]) < 2:
+        raise SystemExit(f"{RECIPE}: population {name!r} holds {rows.sum():,} training and "
+                         f"{len(val[0]):,} validation particles, too few to train on (at least "
+                         f"two batches of {settings['batch_size']}); raise --n-train and "
+                         "--n-val" + (", or move --time-split" if args.time_split else ""))
     print(f"---- region {name!r}: {rows.sum():,} training particles, r in [{r_min:g}, "
           f"{'inf' if r_max is None else f'{r_max:g}'}) mm", flush=True)
     penalties = []
@@ -345,30 +402,32 @@ def main(argv=None):
         data.train_samples = data.train_samples[:-n_val]
     else:
         val = detector.simulate(settings["n_val"], np.random.SeedSequence(args.seed).spawn(4)[3])
-    train_regions = detector.region_of(data.train_samples)
-    val_regions = detector.region_of(val[1])
-    mode = "no-split" if args.no_split else "split"
+    mode = "no-split" if args.no_split else "split" if args.time_split is None else (
+        f"split, time split at {args.time_split:g} ns")
 
     # ---- one model per region (split learning), or one for the whole plane ------------------
     choices = {}
     if args.no_split:
         gan, choices["plane"] = train_region(
-            "plane", 0.0, None, np.ones(len(train_regions), bool), 1.0, data, val, detector,
+            "plane", 0.0, None, np.ones(len(data.train_samples), bool), 1.0, data, val, detector,
             settings, args, recipe)
         model = gan
         gan.sampler.save(out / "generator.keras")
         gan.save(out / "model.keras")
     else:
+        plan = population_plan(detector, args.time_split)
+        train_index = population_index(plan, detector, data.train_samples)
+        val_index = population_index(plan, detector, val[1])
         gans = []
-        for name, r_min, r_max, index, share in region_plan(detector):
-            rows = train_regions == index
-            region_val = (val[0][val_regions == index], val[1][val_regions == index])
-            gan, choices[name] = train_region(name, r_min, r_max, rows, share, data,
-                                              region_val, detector, settings, args, recipe)
+        for k, p in enumerate(plan):
+            population_val = (val[0][val_index == k], val[1][val_index == k])
+            gan, choices[p.name] = train_region(p.name, p.r_min, p.r_max, train_index == k,
+                                                p.share, data, population_val, detector,
+                                                settings, args, recipe)
             gans.append(gan)
-        fractions = region_fractions(data.train_conditions, train_regions, len(REGIONS), 0,
+        fractions = region_fractions(data.train_conditions, train_index, len(plan), 0,
                                      len(detector.conditions[0].labels))
-        model = RegionSplit(gans, fractions, category_index=0, names=REGIONS)
+        model = RegionSplit(gans, fractions, category_index=0, names=[p.name for p in plan])
         model.save(out)
     histories = {name: choice.pop("history") for name, choice in choices.items()}
     recipe.write_run_info(RECIPE, detector, args, mode=mode, model_choice=choices,

@@ -93,10 +93,66 @@ def test_one_savedmodel_for_the_mixture(split):
             fractions[species][0], abs=0.1)
 
 
+def test_time_split_trains_prompt_and_delayed_models_and_mixes_them(tmp_path):
+    """--time-split: four models (each region's prompt and delayed particles), mixed in the
+    training proportions; a prompt model cannot draw beyond the cut (its quantile table ends
+    below it) nor a delayed one before it, so the generated fraction beyond the cut per species
+    is the mixture's choice."""
+    import tensorflow as tf
+
+    cut = 10.05  # ns: the tiny preset's particles arrive at 10 ns and later
+    out = _run(tmp_path / "tsplit", "--time-split", str(cut))
+    regions = json.loads((out / "regions.json").read_text())
+    assert regions["names"] == ["inner_prompt", "inner_delayed", "outer_prompt", "outer_delayed"]
+    for name in regions["names"]:
+        assert (out / f"region_{name}.keras").is_file()
+    fractions = np.asarray(regions["fractions"])
+    assert fractions.shape == (4, 4) and np.allclose(fractions.sum(axis=1), 1.0)
+    rows = {m["name"]: m for m in json.loads((out / "metrics.json").read_text())["metrics"]}
+    assert rows["outer/W1/sigma:t"]["bar"] == 0.05
+
+    version = out / "saved_models" / "luxe_split_wgan" / "1"
+    serve = tf.saved_model.load(str(version)).signatures["serving_default"]
+    n = 2000
+    conditions = tf.constant(np.repeat(np.arange(4.0), n)[:, None], tf.float32)
+    samples = serve(conditions=conditions, seed=tf.constant(3, tf.int64))["samples"].numpy()
+    delayed = samples[:, 5] >= cut
+    inner = np.hypot(samples[:, 0].astype(float), samples[:, 1].astype(float)) < 100.0
+    for species in range(4):
+        rows = slice(species * n, (species + 1) * n)
+        expected = fractions[species, 1] + fractions[species, 3]
+        assert delayed[rows].mean() == pytest.approx(expected, abs=4 * np.sqrt(0.25 / n))
+        assert (inner[rows] & delayed[rows]).mean() == pytest.approx(
+            fractions[species, 1], abs=4 * np.sqrt(0.25 / n))
+
+
+def test_population_plan_and_index():
+    sys.path.insert(0, str(ROOT / "recipes"))
+    try:
+        import luxe_split_wgan as recipe
+    finally:
+        sys.path.remove(str(ROOT / "recipes"))
+    from ddsim_gan import detectors
+
+    detector = detectors.get("luxe_dump")
+    assert [p.name for p in recipe.population_plan(detector)] == ["inner", "outer"]
+    plan = recipe.population_plan(detector, 1000.0)
+    assert sum(p.share for p in plan) == pytest.approx(1.0)
+    samples = np.array([[0, 0, 1, 0, 0, 10.0], [0, 0, 1, 0, 0, 2e5], [500, 0, 1, 0, 0, 999.0],
+                        [0, 500, 1, 0, 0, 1000.0]], np.float32)
+    assert recipe.population_index(plan, detector, samples).tolist() == [0, 1, 2, 3]
+
+
 def test_bad_options_are_refused(tmp_path):
     completed = subprocess.run(
         [sys.executable, str(ROOT / "recipes" / "luxe_split_wgan.py"), "--quick",
          "--compare-run", str(tmp_path / "nothing"), "--output-dir", str(tmp_path / "out")],
         capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert completed.returncode != 0 and "no metrics.json" in completed.stderr
+    assert "Traceback" not in completed.stderr
+    completed = subprocess.run(
+        [sys.executable, str(ROOT / "recipes" / "luxe_split_wgan.py"), "--quick", "--no-split",
+         "--time-split", "1000", "--output-dir", str(tmp_path / "out")],
+        capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert completed.returncode != 0 and "--time-split 1000" in completed.stderr
     assert "Traceback" not in completed.stderr
