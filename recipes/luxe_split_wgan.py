@@ -15,9 +15,9 @@ and the rest, generating (x, y) and the rest": the critic sees r derived from th
 model's particles inside its region (:class:`~ddsim_gan.models.regions.RegionHead`). At sampling
 time the regions are mixed in the reference proportions per species; the mixture is one Keras
 model ``[conditions, noise] -> (x, y, p, phi_p, theta, t)`` (``generator.keras``) and one
-SavedModel. ``--time-split NS`` splits each region once more, at an arrival time: the prompt
-particles and the delayed ones (neutron-capture photons on their narrow lines, moderated
-neutrons) each get their own model, mixed the same way. ``--no-split`` trains a single model on
+SavedModel. ``--time-split NS`` (default 1000 ns, in the inner region) splits a region once
+more, at an arrival time: the prompt particles and the delayed ones (neutron-capture photons on
+their narrow lines, moderated neutrons) each get their own model, mixed the same way. ``--no-split`` trains a single model on
 the whole plane with the same total number of steps, for comparison; ``--compare-run`` puts
 another run's numbers beside this one's.
 
@@ -64,10 +64,12 @@ MOMENT_WEIGHT = 10.0  # runs/luxe_moments of 2026-12-04
 TAIL_WEIGHT, TAIL_THRESHOLDS_NS = 0.0, (1e3, 1e4, 1e5, 1e6)
 REGIONS = ("inner", "outer")
 REGION_SHARE = {"inner": 0.5, "outer": 0.5}  # of the epochs and of the time limit
-#: with --time-split: each region's prompt and delayed particles get their own model. The shares
-#: follow the data (inner delayed: 3 % of the inner particles, outer delayed: 26 % of the outer)
-TIME_SPLIT_SHARE = {"inner_prompt": 0.4, "inner_delayed": 0.1, "outer_prompt": 0.3,
-                    "outer_delayed": 0.2}
+#: with --time-split: the share of a split region's epochs and time its delayed model gets (the
+#: inner delayed particles are 3 % of the inner region's, the outer ones 26 % of the outer's)
+DELAYED_SHARE = {"inner": 0.1, "outer": 0.4}
+TIME_SPLIT_NS = 1000.0            # runs/luxe_tsplit_inner: inner W1/sigma of t 0.064 -> 0.007
+TIME_SPLIT_REGIONS = ("inner",)  # runs/luxe_tsplit: splitting the outer region too cost its x, p
+MIN_POPULATION_BATCHES = 4       # a side of a time split with fewer training particles stays joined
 KL_BAR, W1_BAR, FRACTION_BAR = 0.02, 0.05, 0.01
 LOG_FEATURES = ("p", "t")  # span about six decades: plotted on log axes
 
@@ -88,10 +90,15 @@ def _extra(parser):
                              "arriving later than 1e3, 1e4, 1e5 and 1e6 ns matched (the slow "
                              "photons and neutrons; TailFractionPenalty; default %(default)s, "
                              "0 = off)")
-    parser.add_argument("--time-split", type=float, default=None, metavar="NS",
-                        help="also split each region at this arrival time (ns): prompt and "
-                        "delayed particles (neutron-capture photons, moderated neutrons) get "
-                        "their own model (default: no time split)")
+    parser.add_argument("--time-split", type=float, default=TIME_SPLIT_NS, metavar="NS",
+                        help="also split the --time-split-regions at this arrival time (ns): "
+                        "prompt and delayed particles (neutron-capture photons, moderated "
+                        "neutrons) get their own model, where each side has at least "
+                        f"{MIN_POPULATION_BATCHES} batches of training particles (default "
+                        "%(default)g; 0 = no time split; ignored with --no-split)")
+    parser.add_argument("--time-split-regions", nargs="+", choices=REGIONS,
+                        default=list(TIME_SPLIT_REGIONS),
+                        help="the regions --time-split divides (default: %(default)s)")
     parser.add_argument("--no-split", action="store_true",
                         help="train one model on the whole plane instead of one per region")
     parser.add_argument("--compare-run", type=Path, default=None,
@@ -122,9 +129,9 @@ def _settings(args, recipe):
     if settings["batch_size"] % ARCHITECTURE["critic_steps"]:
         raise SystemExit(f"{RECIPE}: --batch-size {settings['batch_size']} must be a multiple of "
                          f"the {ARCHITECTURE['critic_steps']} critic steps")
-    if args.time_split is not None and (args.no_split or not args.time_split > 0):
-        raise SystemExit(f"{RECIPE}: --time-split {args.time_split:g}: expected a positive "
-                         "arrival time in ns, and the region split (not --no-split)")
+    if not args.time_split >= 0:
+        raise SystemExit(f"{RECIPE}: --time-split {args.time_split:g}: expected an arrival time "
+                         "in ns (0 = no time split)")
     if args.compare_run is not None and not (args.compare_run / "metrics.json").is_file():
         raise SystemExit(f"{RECIPE}: --compare-run {args.compare_run}: no metrics.json there; "
                          "point it at the output directory of a finished run")
@@ -163,17 +170,44 @@ class Population:
     t_max: float = math.inf
 
 
-def population_plan(detector, time_split_ns=None) -> list[Population]:
-    """The models to train: one per region, or with ``time_split_ns`` one per region and
-    arrival-time side (prompt below the split, delayed above)."""
-    plan = [Population(name, r_min, r_max, index, share)
-            for name, r_min, r_max, index, share in region_plan(detector)]
-    if time_split_ns is None:
-        return plan
-    return [Population(f"{p.name}_{side}", p.r_min, p.r_max, p.region,
-                       TIME_SPLIT_SHARE[f"{p.name}_{side}"], t_min, t_max)
-            for p in plan for side, t_min, t_max in (("prompt", -math.inf, time_split_ns),
-                                                     ("delayed", time_split_ns, math.inf))]
+def population_plan(detector, time_split_ns=None, split_regions=TIME_SPLIT_REGIONS):
+    """The models to train: one per region; with ``time_split_ns``, each region named in
+    ``split_regions`` is divided once more into its prompt (t below the split) and delayed
+    particles, the delayed model getting ``DELAYED_SHARE`` of the region's share."""
+    plan = []
+    for name, r_min, r_max, index, share in region_plan(detector):
+        if time_split_ns is None or name not in split_regions:
+            plan.append(Population(name, r_min, r_max, index, share))
+            continue
+        delayed = DELAYED_SHARE[name] * share
+        plan += [Population(f"{name}_prompt", r_min, r_max, index, share - delayed,
+                            t_max=time_split_ns),
+                 Population(f"{name}_delayed", r_min, r_max, index, delayed,
+                            t_min=time_split_ns)]
+    return plan
+
+
+def join_thin_time_splits(plan, index, minimum) -> list[Population]:
+    """``plan`` with every region whose prompt or delayed side holds fewer than ``minimum``
+    training particles (``index`` from :func:`population_index`) trained whole again."""
+    counts = np.bincount(index[index >= 0], minlength=len(plan))
+    joined, k = [], 0
+    while k < len(plan):
+        p = plan[k]
+        if not p.name.endswith("_prompt"):
+            joined.append(p)
+            k += 1
+            continue
+        delayed = plan[k + 1]
+        if min(counts[k], counts[k + 1]) >= minimum:
+            joined += [p, delayed]
+        else:
+            region = p.name.removesuffix("_prompt")
+            print(f"region {region!r}: {counts[k]:,} prompt and {counts[k + 1]:,} delayed "
+                  f"training particles, a side below {minimum:,}: not split in time", flush=True)
+            joined.append(Population(region, p.r_min, p.r_max, p.region, p.share + delayed.share))
+        k += 2
+    return joined
 
 
 def population_index(plan, detector, samples) -> np.ndarray:
@@ -203,11 +237,10 @@ def train_region(name, r_min, r_max, rows, share, data, val, detector, settings,
     region_data = recipe.RecipeData(data.train_conditions[rows], data.train_samples[rows],
                                     data.test_conditions, data.test_samples, data.floor_samples,
                                     data.source)
-    if rows.sum() < 2 * settings["batch_size"] or len(val[0]) < 2:
+    if rows.sum() < settings["batch_size"] or len(val[0]) < 2:
         raise SystemExit(f"{RECIPE}: population {name!r} holds {rows.sum():,} training and "
                          f"{len(val[0]):,} validation particles, too few to train on (at least "
-                         f"two batches of {settings['batch_size']}); raise --n-train and "
-                         "--n-val" + (", or move --time-split" if args.time_split else ""))
+                         f"a batch of {settings['batch_size']}); raise --n-train and --n-val")
     print(f"---- region {name!r}: {rows.sum():,} training particles, r in [{r_min:g}, "
           f"{'inf' if r_max is None else f'{r_max:g}'}) mm", flush=True)
     penalties = []
@@ -402,8 +435,7 @@ def main(argv=None):
         data.train_samples = data.train_samples[:-n_val]
     else:
         val = detector.simulate(settings["n_val"], np.random.SeedSequence(args.seed).spawn(4)[3])
-    mode = "no-split" if args.no_split else "split" if args.time_split is None else (
-        f"split, time split at {args.time_split:g} ns")
+    mode = "no-split" if args.no_split else "split"
 
     # ---- one model per region (split learning), or one for the whole plane ------------------
     choices = {}
@@ -415,8 +447,13 @@ def main(argv=None):
         gan.sampler.save(out / "generator.keras")
         gan.save(out / "model.keras")
     else:
-        plan = population_plan(detector, args.time_split)
+        plan = population_plan(detector, args.time_split or None, args.time_split_regions)
+        plan = join_thin_time_splits(plan, population_index(plan, detector, data.train_samples),
+                                     MIN_POPULATION_BATCHES * settings["batch_size"])
         train_index = population_index(plan, detector, data.train_samples)
+        timed = [p.name.removesuffix("_prompt") for p in plan if p.name.endswith("_prompt")]
+        if timed:
+            mode = f"split, {' and '.join(timed)} split at {args.time_split:g} ns"
         val_index = population_index(plan, detector, val[1])
         gans = []
         for k, p in enumerate(plan):

@@ -94,22 +94,23 @@ def test_one_savedmodel_for_the_mixture(split):
 
 
 def test_time_split_trains_prompt_and_delayed_models_and_mixes_them(tmp_path):
-    """--time-split: four models (each region's prompt and delayed particles), mixed in the
-    training proportions; a prompt model cannot draw beyond the cut (its quantile table ends
-    below it) nor a delayed one before it, so the generated fraction beyond the cut per species
-    is the mixture's choice."""
+    """--time-split: the inner region's prompt and delayed particles get their own models, mixed
+    in the training proportions; a prompt model cannot draw beyond the cut (its quantile table
+    ends below it) nor a delayed one before it, so the generated fraction of inner particles
+    beyond the cut per species is the mixture's choice."""
     import tensorflow as tf
 
     cut = 10.05  # ns: the tiny preset's particles arrive at 10 ns and later
-    out = _run(tmp_path / "tsplit", "--time-split", str(cut))
+    out = _run(tmp_path / "tsplit", "--time-split", str(cut), "--time-split-regions", "inner")
     regions = json.loads((out / "regions.json").read_text())
-    assert regions["names"] == ["inner_prompt", "inner_delayed", "outer_prompt", "outer_delayed"]
+    assert regions["names"] == ["inner_prompt", "inner_delayed", "outer"]
     for name in regions["names"]:
         assert (out / f"region_{name}.keras").is_file()
     fractions = np.asarray(regions["fractions"])
-    assert fractions.shape == (4, 4) and np.allclose(fractions.sum(axis=1), 1.0)
-    rows = {m["name"]: m for m in json.loads((out / "metrics.json").read_text())["metrics"]}
-    assert rows["outer/W1/sigma:t"]["bar"] == 0.05
+    assert fractions.shape == (4, 3) and np.allclose(fractions.sum(axis=1), 1.0)
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["mode"] == f"split, inner split at {cut:g} ns"
+    assert {m["name"]: m for m in metrics["metrics"]}["inner/W1/sigma:t"]["bar"] == 0.05
 
     version = out / "saved_models" / "luxe_split_wgan" / "1"
     serve = tf.saved_model.load(str(version)).signatures["serving_default"]
@@ -120,10 +121,9 @@ def test_time_split_trains_prompt_and_delayed_models_and_mixes_them(tmp_path):
     inner = np.hypot(samples[:, 0].astype(float), samples[:, 1].astype(float)) < 100.0
     for species in range(4):
         rows = slice(species * n, (species + 1) * n)
-        expected = fractions[species, 1] + fractions[species, 3]
-        assert delayed[rows].mean() == pytest.approx(expected, abs=4 * np.sqrt(0.25 / n))
-        assert (inner[rows] & delayed[rows]).mean() == pytest.approx(
-            fractions[species, 1], abs=4 * np.sqrt(0.25 / n))
+        for side, chosen in enumerate((inner & ~delayed, inner & delayed)):
+            assert chosen[rows].mean() == pytest.approx(fractions[species, side],
+                                                        abs=4 * np.sqrt(0.25 / n))
 
 
 def test_population_plan_and_index():
@@ -136,11 +136,23 @@ def test_population_plan_and_index():
 
     detector = detectors.get("luxe_dump")
     assert [p.name for p in recipe.population_plan(detector)] == ["inner", "outer"]
-    plan = recipe.population_plan(detector, 1000.0)
-    assert sum(p.share for p in plan) == pytest.approx(1.0)
     samples = np.array([[0, 0, 1, 0, 0, 10.0], [0, 0, 1, 0, 0, 2e5], [500, 0, 1, 0, 0, 999.0],
                         [0, 500, 1, 0, 0, 1000.0]], np.float32)
+    plan = recipe.population_plan(detector, 1000.0, ("inner", "outer"))
+    assert [p.name for p in plan] == ["inner_prompt", "inner_delayed", "outer_prompt",
+                                      "outer_delayed"]
+    assert sum(p.share for p in plan) == pytest.approx(1.0)
     assert recipe.population_index(plan, detector, samples).tolist() == [0, 1, 2, 3]
+    plan = recipe.population_plan(detector, 1000.0)          # the inner region only
+    assert [p.name for p in plan] == ["inner_prompt", "inner_delayed", "outer"]
+    assert [p.share for p in plan] == pytest.approx([0.45, 0.05, 0.5])
+    index = recipe.population_index(plan, detector, samples)
+    assert index.tolist() == [0, 1, 2, 2]
+    # a time split with a thin side is undone: the region is trained whole again
+    assert recipe.join_thin_time_splits(plan, index, 1) == plan
+    joined = recipe.join_thin_time_splits(plan, index, 2)
+    assert [(p.name, p.share, p.t_min, p.t_max) for p in joined] == [
+        ("inner", pytest.approx(0.5), -np.inf, np.inf), ("outer", 0.5, -np.inf, np.inf)]
 
 
 def test_bad_options_are_refused(tmp_path):
@@ -151,8 +163,8 @@ def test_bad_options_are_refused(tmp_path):
     assert completed.returncode != 0 and "no metrics.json" in completed.stderr
     assert "Traceback" not in completed.stderr
     completed = subprocess.run(
-        [sys.executable, str(ROOT / "recipes" / "luxe_split_wgan.py"), "--quick", "--no-split",
-         "--time-split", "1000", "--output-dir", str(tmp_path / "out")],
+        [sys.executable, str(ROOT / "recipes" / "luxe_split_wgan.py"), "--quick",
+         "--time-split", "-5", "--output-dir", str(tmp_path / "out")],
         capture_output=True, text=True, timeout=120, cwd=ROOT)
-    assert completed.returncode != 0 and "--time-split 1000" in completed.stderr
+    assert completed.returncode != 0 and "--time-split -5" in completed.stderr
     assert "Traceback" not in completed.stderr
