@@ -38,7 +38,7 @@ import argparse
 import json
 import math
 import sys
-from dataclasses import dataclass
+from typing import NamedTuple
 from pathlib import Path
 
 import numpy as np
@@ -99,6 +99,9 @@ def _extra(parser):
     parser.add_argument("--time-split-regions", nargs="+", choices=REGIONS,
                         default=list(TIME_SPLIT_REGIONS),
                         help="the regions --time-split divides (default: %(default)s)")
+    parser.add_argument("--shared-quantiles", action="store_true",
+                        help="one inverse-CDF table for all species in the generator's output "
+                        "head (the model before 2026-12-06) instead of one per species")
     parser.add_argument("--no-split", action="store_true",
                         help="train one model on the whole plane instead of one per region")
     parser.add_argument("--compare-run", type=Path, default=None,
@@ -156,8 +159,7 @@ def region_plan(detector):
             ("outer", radius, None, 1, REGION_SHARE["outer"])]
 
 
-@dataclass(frozen=True)
-class Population:
+class Population(NamedTuple):
     """The particles one model learns: radial region ``region`` (``r_min <= r < r_max``) and
     arrival times ``t_min <= t < t_max`` (ns)."""
 
@@ -259,7 +261,8 @@ def train_region(name, r_min, r_max, rows, share, data, val, detector, settings,
                                              condition_index=0, weight=args.tail_weight))
     gan = build_region_gan(detector, region_data.train_conditions, region_data.train_samples,
                            r_min=r_min, r_max=r_max, seed=args.seed, name=f"luxe_{name}",
-                           extra_penalties=penalties, **ARCHITECTURE)
+                           extra_penalties=penalties,
+                           category_quantiles=not args.shared_quantiles, **ARCHITECTURE)
     # the generator learns at a fraction of the critic's rate (two time-scale update rule): in
     # medium runs a critic that keeps ahead steadied training (critic loss stayed negative)
     gan.compile(**recipe.wgan_optimizers(region_settings, learning_rate=args.learning_rate,
@@ -331,6 +334,31 @@ def region_metrics(detector, name, index, ref, gen, floor, seed):
     for metric in result["metrics"]:
         metric["name"] = f"{name}/{metric['name']}"
     return result["metrics"], pick
+
+
+def species_metrics(detector, name, index, conditions, ref, gen, floor):
+    """KL of every feature per species inside one region, no bar: the region's bars see the
+    mixture of species, which a generator can meet with every species wrong (the LUXE outer
+    electrons' p, docs/luxe_split_wgan.md). ``floor`` (a second reference at the same
+    conditions) gives each its floor."""
+    from ddsim_gan.evaluation.metrics import MetricResult, binned_kl
+
+    species = np.rint(conditions[:, 0]).astype(int)
+    inside = {key: None if value is None else detector.region_of(value) == index
+              for key, value in (("ref", ref), ("gen", gen), ("floor", floor))}
+    rows = []
+    for s, label in enumerate(detector.conditions[0].labels):
+        pick = {key: None if mask is None else (species == s) & mask
+                for key, mask in inside.items()}
+        if min(pick["ref"].sum(), pick["gen"].sum()) < 100:
+            continue
+        for j, feature in enumerate(detector.sample_names):
+            value = binned_kl(ref[pick["ref"], j], gen[pick["gen"], j])
+            floor_value = (binned_kl(ref[pick["ref"], j], floor[pick["floor"], j])
+                           if floor is not None and pick["floor"].sum() >= 100 else float("nan"))
+            rows.append(MetricResult(f"{name}/KL:{feature}:{label}", value, float("nan"),
+                                     floor_value, extra={"n": int(pick["ref"].sum())}))
+    return rows
 
 
 def region_plots(detector, name, pick, plot_dir):
@@ -480,6 +508,8 @@ def main(argv=None):
         metrics, pick = region_metrics(detector, name, index, data.test_samples, generated,
                                        data.floor_samples, args.seed)
         add_metrics(result, metrics)
+        add_metrics(result, species_metrics(detector, name, index, data.test_conditions,
+                                            data.test_samples, generated, data.floor_samples))
         if not args.no_plots:
             result["plots"] += region_plots(detector, name, pick, plot_dir)
     add_metrics(result, region_fraction_metrics(detector, data.test_conditions,

@@ -71,6 +71,38 @@ def test_head_keeps_particles_in_their_annulus(luxe):
         RegionHead(6, r_min=100.0, r_max=50.0)
 
 
+def test_head_with_a_table_per_species(luxe, tmp_path):
+    """One inverse CDF per species: N(0, 1) numbers give each species its own momentum
+    distribution; the head saves and reloads with its tables; a species absent from the
+    training samples takes the table of all."""
+    from scipy.stats import ks_2samp
+
+    _, conditions, samples, _ = luxe
+    species = np.rint(conditions[:, 0])
+    keep = species != 2                                      # no positrons in these samples
+    head = RegionHead(6, r_min=0.0, r_max=None, n_quantiles=500, category_index=0,
+                      n_categories=4).adapt(samples[keep], conditions[keep])
+    n = 4000
+    raw = np.random.default_rng(2).standard_normal((4 * n, 6)).astype("float32")
+    asked = np.repeat(np.arange(4.0), n)[:, None].astype("float32")
+    out = keras.ops.convert_to_numpy(head([raw, asked]))
+    for k in (0, 1, 3):
+        assert ks_2samp(out[k * n:(k + 1) * n, 2], samples[species == k, 2]).statistic < 0.05
+    # photons and neutrons differ by decades in p: one table for all could not give both
+    assert np.median(out[3 * n:, 2]) != pytest.approx(np.median(out[:n, 2]), rel=0.5)
+    everyone = keras.ops.convert_to_numpy(head.quantiles(raw[2 * n:3 * n], inverse=True))
+    np.testing.assert_allclose(out[2 * n:3 * n], everyone, rtol=1e-5)
+
+    inputs = [keras.Input((6,)), keras.Input((1,))]
+    model = keras.Model(inputs, head(inputs))
+    model.save(tmp_path / "head.keras")
+    again = keras.saving.load_model(tmp_path / "head.keras")
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(again.predict([raw, asked], verbose=0)),
+                               out, rtol=1e-3, atol=1e-4)  # float32, steep tails
+    with pytest.raises(ValueError, match="needs the conditions"):
+        RegionHead(6, category_index=0, n_categories=4).adapt(samples)
+
+
 def test_mixture_fractions_regions_and_reproducibility(luxe, split):
     detector, _, _, _ = luxe
     conditions = detector.sample_conditions(30_000, seed=5)

@@ -38,6 +38,10 @@ def test_region_bars_and_fractions(split):
             assert rows[f"{region}/KL:{feature}"]["bar"] == 0.02
             assert rows[f"{region}/W1/sigma:{feature}"]["bar"] == 0.05
     assert rows["region_fraction_inner"]["bar"] == 0.01
+    # per species, without a bar: the bars above see the mixture of species only
+    for species in ("photon", "neutron"):
+        row = rows[f"outer/KL:p:{species}"]
+        assert row["bar"] is None and row["value"] >= 0 and row["extra"]["n"] >= 100
     # the regions are mixed in the reference proportions: fractions match (statistically)
     assert rows["region_fraction_inner"]["value"] < 4 * rows["region_fraction_inner"]["error"]
     assert metrics["mode"] == "split" and "inner max KL" in metrics["split_summary"]

@@ -30,30 +30,57 @@ _PACKAGE = "ddsim_gan"
 @keras.saving.register_keras_serializable(package=_PACKAGE)
 class QuantileHead(keras.layers.Layer):
     """``[raw (N, n) Gaussian units, conditions] -> physical (N, n)`` by the inverse CDF of the
-    training samples (adapt with :meth:`adapt`), then :meth:`constrain`."""
+    training samples (adapt with :meth:`adapt`), then :meth:`constrain`.
 
-    def __init__(self, n_features=1, n_quantiles=1000, epsilon=1e-4, **kwargs):
+    Given ``category_index`` (a categorical condition column, e.g. the particle species) and
+    ``n_categories``, each category gets its own table, adapted on its own samples (a category
+    absent from them takes the table of all): a raw N(0, 1) number then maps to every
+    category's own distribution, so the generator learns only what the categories' CDFs do not
+    already give (the LUXE generator with one table drew the outer electrons' momenta at a
+    median of 8.7 MeV against 3.2, the region's mixture of species right and each species
+    wrong; docs/luxe_split_wgan.md)."""
+
+    def __init__(self, n_features=1, n_quantiles=1000, epsilon=1e-4, category_index=None,
+                 n_categories=1, **kwargs):
         super().__init__(**kwargs)
         self.n_features = int(n_features)
         self.n_quantiles = int(n_quantiles)
         self.epsilon = float(epsilon)
+        self.category_index = None if category_index is None else int(category_index)
+        self.n_categories = 1 if category_index is None else int(n_categories)
+        if self.n_categories < 1:
+            raise ValueError(f"QuantileHead: n_categories = {n_categories}, expected >= 1")
         self.quantiles = QuantileTransform(self.n_features, self.n_quantiles, self.epsilon,
                                            name="quantiles", dtype=self.dtype_policy)
+        self.category_quantiles = [
+            QuantileTransform(self.n_features, self.n_quantiles, self.epsilon,
+                              name=f"quantiles_{k}", dtype=self.dtype_policy)
+            for k in range(self.n_categories if self.category_index is not None else 0)]
 
     @property
     def input_units(self) -> int:
         """Width of the generator output this head expects."""
         return self.n_features
 
-    def adapt(self, samples):
-        self.quantiles.adapt(np.asarray(samples, np.float64).reshape(len(samples),
-                                                                     self.n_features))
+    def adapt(self, samples, conditions=None):
+        """The tables from physical ``samples`` (and, per category, from the rows of each
+        category in ``conditions``, needed then)."""
+        samples = np.asarray(samples, np.float64).reshape(len(samples), self.n_features)
+        self.quantiles.adapt(samples)
+        if self.category_quantiles:
+            if conditions is None:
+                raise ValueError("QuantileHead with categories: adapt needs the conditions")
+            category = np.rint(np.asarray(conditions, np.float64)[:, self.category_index])
+            for k, table in enumerate(self.category_quantiles):
+                rows = category == k
+                table.adapt(samples[rows] if rows.any() else samples)
         return self
 
     def build(self, input_shape):
-        # the quantile table is created in __init__; nothing depends on the input shape
-        if not self.quantiles.built:
-            self.quantiles.build(None)
+        # the quantile tables are created in __init__; nothing depends on the input shape
+        for table in (self.quantiles, *self.category_quantiles):
+            if not table.built:
+                table.build(None)
         self.built = True
 
     def constrain(self, samples, conditions):
@@ -62,15 +89,25 @@ class QuantileHead(keras.layers.Layer):
 
     def call(self, inputs):
         raw, conditions = inputs
-        samples = self.quantiles(ops.cast(raw, "float32"), inverse=True)
-        return self.constrain(samples, ops.cast(conditions, "float32"))
+        raw, conditions = ops.cast(raw, "float32"), ops.cast(conditions, "float32")
+        if not self.category_quantiles:
+            samples = self.quantiles(raw, inverse=True)
+        else:
+            category = ops.round(conditions[:, self.category_index])[:, None]
+            samples = self.category_quantiles[0](raw, inverse=True)
+            for k, table in enumerate(self.category_quantiles[1:], start=1):
+                samples = ops.where(category == k, table(raw, inverse=True), samples)
+        return self.constrain(samples, conditions)
 
     def compute_output_shape(self, input_shapes):
         return (input_shapes[0][0], self.n_features)
 
     def get_config(self):
-        return {**super().get_config(), "n_features": self.n_features,
-                "n_quantiles": self.n_quantiles, "epsilon": self.epsilon}
+        config = {**super().get_config(), "n_features": self.n_features,
+                  "n_quantiles": self.n_quantiles, "epsilon": self.epsilon}
+        if self.category_index is not None:
+            config.update(category_index=self.category_index, n_categories=self.n_categories)
+        return config
 
 
 def _checked_ties(ties, n_features, owner):

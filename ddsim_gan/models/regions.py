@@ -361,14 +361,16 @@ def build_region_gan(detector, train_conditions, train_samples, *, r_min=0.0, r_
                      x_index=0, y_index=1, latent_dim=16, generator_hidden=(256, 256, 256),
                      critic_hidden=(256, 256, 256), critic_steps=4, gradient_penalty=10.0,
                      n_quantiles=1000, margin=0.1, seed=0, name="region_gan",
-                     extra_penalties=()):
+                     extra_penalties=(), category_quantiles=False):
     """A dense conditional WGAN-GP for the particles of one region (seed 004's recipe).
 
     The critic sees :class:`RadialQuantileTransform` of the samples (the detector's columns and
     r, Gaussianized); the generator emits the detector's columns in Gaussian units and a
     :class:`RegionHead` maps them to physical units inside ``[r_min, r_max)``. Conditions go
     through ``ConditionEncoder.for_detector`` (one-hot species for LUXE), adapted here.
-    ``extra_penalties`` go beside the gradient penalty.
+    ``extra_penalties`` go beside the gradient penalty. ``category_quantiles``: the head maps
+    each category of the detector's first categorical condition (LUXE: the species) through
+    its own inverse CDF (:class:`~ddsim_gan.models.heads.QuantileHead`).
     """
     from ..data.preprocessing import ConditionEncoder
     from . import networks, penalties
@@ -381,8 +383,16 @@ def build_region_gan(detector, train_conditions, train_samples, *, r_min=0.0, r_
     encoder.adapt(train_conditions)
     transform = RadialQuantileTransform(width, x_index, y_index, n_quantiles,
                                         name="sample_transform", dtype="float32").adapt(samples)
+    category = {}
+    if category_quantiles:
+        labelled = [j for j, c in enumerate(detector.conditions) if getattr(c, "labels", None)]
+        if not labelled:
+            raise ValueError(f"{detector.name}: category_quantiles needs a categorical condition")
+        category = dict(category_index=labelled[0],
+                        n_categories=len(detector.conditions[labelled[0]].labels))
     head = RegionHead(width, x_index, y_index, r_min, r_max, margin, n_quantiles,
-                      name="region_head", dtype="float32").adapt(samples)
+                      name="region_head", dtype="float32", **category).adapt(
+        samples, train_conditions)
     base = networks.dense_generator(latent_dim, encoder.output_width, (width,),
                                     hidden=generator_hidden, output_units=head.input_units)
     # keep the Gaussian units inside the range the quantile tables invert (else no gradient)
