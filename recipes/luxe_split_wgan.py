@@ -17,9 +17,10 @@ time the regions are mixed in the reference proportions per species; the mixture
 model ``[conditions, noise] -> (x, y, p, phi_p, theta, t)`` (``generator.keras``) and one
 SavedModel. ``--time-split NS`` (default 1000 ns, in the inner region) splits a region once
 more, at an arrival time: the prompt particles and the delayed ones (neutron-capture photons on
-their narrow lines, moderated neutrons) each get their own model, mixed the same way. ``--no-split`` trains a single model on
-the whole plane with the same total number of steps, for comparison; ``--compare-run`` puts
-another run's numbers beside this one's.
+their narrow lines, moderated neutrons) each get their own model, mixed the same way. The
+output head maps each species through its own inverse CDF (``--shared-quantiles``: one for
+all). ``--no-split`` trains a single model on the whole plane with the same total number of
+steps, for comparison; ``--compare-run`` puts another run's numbers beside this one's.
 
 Bars (issue 3), on held-out particles: per feature KL <= 0.02 and W1/sigma <= 0.05, separately
 in the inner and the outer region (``inner/KL:x``, ``outer/W1/sigma:t``, ...), and the fraction of
