@@ -39,8 +39,8 @@ import argparse
 import json
 import math
 import sys
-from typing import NamedTuple
 from pathlib import Path
+from typing import NamedTuple
 
 import numpy as np
 
