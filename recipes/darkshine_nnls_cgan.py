@@ -10,8 +10,9 @@ shape. The NNLS penalty (DESIGN.md) ties the generator's response to the observe
 spectrum during training; afterwards NNLS unfolds the condition spectrum from the observed one,
 and sampling from it reproduces the observed spectrum without knowing p(E). A shower-moment
 penalty matches each batch's energy centres, widths, layer energies, hit counts and their
-correlations to the reference; optionally a second critic judges those observables jointly
-(docs/darkshine_nnls_cgan.md).
+correlations to the reference; a second critic judges those observables jointly; each shower
+component's centre may move as 1 / its energy, as the tracker magnet bends the recoil electron
+(``--deflection-mev``; docs/darkshine_nnls_cgan.md).
 
 Writes to the output directory: ``data/`` (training shards), ``logs/`` (TensorBoard),
 ``metrics.json``, ``report.md``, ``plots/``, ``spectrum.json``, ``generator.keras`` (the sampler,
@@ -72,6 +73,10 @@ def main(argv=None):
                             help="with --moment-weight: weight of the same observables' "
                                  "moments matched in 8 equal-population bins of the energy "
                                  "condition; 0 leaves it out")
+        parser.add_argument("--binned-correlation-weight", type=float, default=0.0,
+                            help="with --binned-moment-weight: weight of the mismatch of the "
+                                 "observables' correlation matrix in each of those bins; 0 "
+                                 "leaves it out")
         parser.add_argument("--observable-critic-weight", type=float, default=3.0,
                             help="weight of a second WGAN-GP critic that sees only the "
                                  "standardized shower observables (centres, widths, layer "
@@ -89,6 +94,11 @@ def main(argv=None):
         parser.add_argument("--threshold-band", type=float, default=0.5,
                             help="components: pass the gradient straight through for cells "
                                  "within this fraction below the readout threshold")
+        parser.add_argument("--deflection-mev", type=float, default=1000.0,
+                            help="components: let each component's centre move as d x "
+                                 "DEFLECTION_MEV / its energy (the tracker magnet bends the "
+                                 "recoil electron to x = 120 GeV mm / E), d learned per event, "
+                                 "component and layer (default %(default)g); 0 turns it off")
 
     args = recipe.parse_args(RECIPE, __doc__, argv, extra=options)
     settings = recipe.settings_for(args, PRESETS)
@@ -123,7 +133,8 @@ def main(argv=None):
             edges = np.unique(np.quantile(data.train_conditions[:, 0],
                                           np.linspace(0.0, 1.0, BINNED_MOMENT_BINS + 1)))
             penalties.append(BinnedObservableMomentPenalty(
-                edges, penalties[-1], weight=args.binned_moment_weight))
+                edges, penalties[-1], weight=args.binned_moment_weight,
+                correlation_weight=args.binned_correlation_weight / args.binned_moment_weight))
     gan = build_conditional_gan(detector, data.train_conditions, data.train_samples,
                                 energy_condition="E_total", extra_penalties=penalties,
                                 architecture=args.architecture,
@@ -131,7 +142,8 @@ def main(argv=None):
                                 "layerwise" else 0.0, seed=args.seed,
                                 noise_sigma=darkshine.NOISE_SIGMA_MEV,
                                 photostat=1.0 / darkshine.PHOTOELECTRONS_PER_MEV,
-                                exact_energy=True, threshold_band=args.threshold_band)
+                                exact_energy=True, threshold_band=args.threshold_band,
+                                deflection_energy=args.deflection_mev)
     if args.observable_critic_weight > 0:
         kind = {"plain": ShowerMomentPenalty,
                 "shares": ShowerObservablesWithShares}[args.observable_features]

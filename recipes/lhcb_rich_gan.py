@@ -6,8 +6,9 @@
 
 The generator maps (P, eta, nSPDHits, species) and noise to RichDLLe, RichDLLmu, RichDLLk,
 RichDLLp and RichDLLbt. The DLLs are generated in Gaussian units and mapped back through the
-inverse CDF of the training DLLs inside the model, which keeps the exact point masses of the
-reference (all DLLs 0 outside the acceptance) exact. Models (``--model``):
+inverse CDF of the training DLLs inside the model (the quantile model: one table per species,
+``--shared-quantiles`` for one), which keeps the exact point masses of the reference (all DLLs 0
+outside the acceptance) exact. Models (``--model``):
 
 * ``quantile`` (default): the GAN learns the DLLs in their marginal Gaussian units, the
   conditions Gaussianized through their empirical CDF; the final and the best-monitored
@@ -100,6 +101,10 @@ def _extra(parser):
     parser.add_argument("--generator-lr-fraction", type=float, default=GENERATOR_LR_FRACTION,
                         help="generator learning rate / critic learning rate "
                         "(default %(default)g)")
+    parser.add_argument("--shared-quantiles", action="store_true",
+                        help="quantile model: one inverse-CDF table of the DLLs for all species "
+                        "in the generator's output head (the model before 2026-12-06) instead "
+                        "of one per species")
     parser.add_argument("--no-ties", action="store_true",
                         help="let the generator learn RichDLLk/p == RichDLLbt below the kaon/"
                         "proton Cherenkov thresholds instead of imposing it in the output head")
@@ -267,17 +272,26 @@ def train_quantile(detector, data, settings, args, val_conditions, val_samples):
     from ddsim_gan.data.preprocessing import ConditionEncoder
     from ddsim_gan.evaluation import MetricMonitor
     from ddsim_gan.models.builders import build_vector_gan
-    from ddsim_gan.models.heads import ThresholdTieHead
+    from ddsim_gan.models.heads import QuantileHead, ThresholdTieHead
 
     out = args.output_dir
     continuous = [not c.is_categorical for c in detector.conditions]
     encoder = ConditionEncoder.for_detector(detector, quantile=continuous,
                                             name="condition_encoder", dtype="float32")
+    # One table per species: a raw N(0, 1) number is then already that species' DLL
+    # distribution, not a narrow slice of the five species' mixture.
+    per_species = ({} if args.shared_quantiles else
+                   dict(category_index=SPECIES_INDEX,
+                        n_categories=len(detector.conditions[SPECIES_INDEX].labels)))
+    n_outputs = len(detector.sample_names)
     head = None
     if not args.no_ties:
-        head = ThresholdTieHead(len(detector.sample_names), threshold_ties(detector),
-                                name="threshold_ties", dtype="float32")
-        head.adapt(data.train_samples)
+        head = ThresholdTieHead(n_outputs, threshold_ties(detector), name="threshold_ties",
+                                dtype="float32", **per_species)
+    elif per_species:
+        head = QuantileHead(n_outputs, name="quantiles", dtype="float32", **per_species)
+    if head is not None:
+        head.adapt(data.train_samples, data.train_conditions)
     gan = build_vector_gan(encoder, data.train_conditions, data.train_samples, seed=args.seed,
                            name="lhcb_rich_gan", output_head=head, **ARCHITECTURE)
     gan.compile(**recipe.wgan_optimizers(settings, learning_rate=args.learning_rate,

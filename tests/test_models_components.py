@@ -145,3 +145,25 @@ def test_normal_cdf_keeps_its_digits_in_the_lower_tail():
     u, log_u = (ops.convert_to_numpy(a) for a in components.normal_cdf_and_log(n))
     np.testing.assert_allclose(u, stats.norm.cdf(n.astype(np.float64)), rtol=2e-5)
     np.testing.assert_allclose(log_u, stats.norm.logcdf(n.astype(np.float64)), atol=2e-5)
+
+
+def test_deflection_puts_a_component_at_d_over_its_energy():
+    """A bent track lands at x = d E_d / E: the centre times the energy is the same at every
+    energy, and the head saves the option (off by default: the shipped heads' layout)."""
+    head = _head(n_components=1, response_spread=0.0, deflection_energy=1000.0)
+    assert _head(n_components=1).params_per_layer == PARAMS_PER_LAYER
+    assert head.params_per_layer == PARAMS_PER_LAYER + 2
+    per_layer = np.zeros((1, head.n_layers, head.params_per_layer))
+    per_layer[..., 3] = per_layer[..., 4] = math.log(0.05)
+    per_layer[..., 7] = 0.5              # half a cell at 1 GeV along x, none along y
+    params = np.concatenate([[0.0], per_layer.ravel(), [0.0]])
+    energies = np.float32([[250.0], [500.0], [1000.0]])
+    mu = ops.convert_to_numpy(head.expected(_raw(head, 3, params), energies)[0])
+    profile_x = mu.sum(axis=(1, 3))                                # [N, x]
+    x = (np.arange(SHAPE[0]) - (SHAPE[0] - 1) / 2.0) * 10.0        # cell centres, mm
+    centre_x = profile_x @ x / profile_x.sum(axis=1)
+    np.testing.assert_allclose(centre_x, [20.0, 10.0, 5.0], atol=0.6)
+    centre_y = mu.sum(axis=(1, 2)) @ x / mu.sum(axis=(1, 2, 3))
+    np.testing.assert_allclose(centre_y, 0.0, atol=1e-3)
+    restored = ShowerComponentsHead.from_config(head.get_config())
+    assert restored.deflection_energy == 1000.0 and restored.n_params == head.n_params

@@ -79,6 +79,23 @@ def test_export_serves_dlls_with_exact_threshold_ties(model, request):
     assert (a[~below_kaon, 2] != a[~below_kaon, 4]).any()
 
 
+def test_each_species_has_its_own_dll_table(rich_run):
+    """The quantile model's head maps a raw number through the species' own inverse CDF: raw 0
+    is each species' median DLLe in the training tracks, so an electron's is far above a
+    pion's from the first step on."""
+    import keras
+
+    import ddsim_gan.models.heads  # noqa: F401  (registers the head)
+
+    sampler = keras.saving.load_model(rich_run / "generator.keras", compile=False)
+    head = sampler.get_layer("threshold_ties")
+    assert (head.category_index, head.n_categories) == (3, 5)
+    conditions = np.array([[20.0, 3.0, 200.0, k] for k in range(5)], np.float32)
+    medians = np.asarray(head([np.zeros((5, 5), np.float32), conditions]))[:, 0]
+    electron, muon, pion = medians[:3]
+    assert electron > pion + 2.0 and len(set(np.round(medians, 3))) >= 4
+
+
 def test_bad_options_are_refused(tmp_path):
     completed = subprocess.run(
         [sys.executable, str(ROOT / "recipes" / "lhcb_rich_gan.py"), "--quick", "--n-bar", "0",

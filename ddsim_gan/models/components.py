@@ -48,7 +48,7 @@ from .calorimeter import NoiseSplit, read_out
 _PACKAGE = "ddsim_gan"
 
 #: Per component and layer: layer logit, centre (2), log core and tail radius, core logit,
-#: log spot energy.
+#: log spot energy; with deflection, two more: the deflection along each transverse axis.
 PARAMS_PER_LAYER = 7
 LOG_RADIUS = (math.log(0.01), math.log(20.0))     # cells
 LOG_SPOT = (math.log(1e-3), math.log(1e5))        # units of the threshold
@@ -101,11 +101,19 @@ class ShowerComponentsHead(keras.layers.Layer):
     sum_E = E exp(log_response) exactly: a condition that is the deposited energy); then two standard normals per cell
     (firing/energy quantile, readout noise). The sample layout is ``sample_shape`` with the
     layer axis at ``layer_axis`` and the two transverse axes in order.
+
+    With ``deflection_energy`` > 0 (in sample units) each component and layer has two more
+    numbers d_a, d_b, and its centre along each transverse axis is c + d E_d / E_c, where E_c is
+    the component's energy (floored at E_d / 100): a charged particle bent by a magnetic field
+    lands at a deflection proportional to 1 / p (for DarkSHINE's tracker magnet x = kappa / E,
+    kappa = 120 GeV mm). The product that one dense layer would have to learn, "this
+    component's position times its energy is a constant", is then one constant d, and a
+    neutral component keeps d = 0.
     """
 
     def __init__(self, sample_shape, layer_axis, cell_size, n_components=3, energy_index=0,
                  log_response=0.0, threshold=0.0, response_spread=0.1, noise_sigma=0.0,
-                 photostat=0.0, threshold_band=0.0, **kwargs):
+                 photostat=0.0, threshold_band=0.0, deflection_energy=0.0, **kwargs):
         super().__init__(**kwargs)
         self.sample_shape = tuple(int(d) for d in sample_shape)
         self.layer_axis = int(layer_axis)
@@ -118,6 +126,8 @@ class ShowerComponentsHead(keras.layers.Layer):
         self.noise_sigma = float(noise_sigma)
         self.photostat = float(photostat)
         self.threshold_band = float(threshold_band)
+        self.deflection_energy = float(deflection_energy)
+        self.params_per_layer = PARAMS_PER_LAYER + (2 if self.deflection_energy > 0 else 0)
         self.transverse_axes = [a for a in range(len(self.sample_shape)) if a != self.layer_axis]
         if len(self.sample_shape) != 3:
             raise ValueError(f"ShowerComponentsHead: needs a 3D sample (layer and two "
@@ -135,7 +145,7 @@ class ShowerComponentsHead(keras.layers.Layer):
     @property
     def n_params(self) -> int:
         """Width of the parameter part of the generator output."""
-        return self.n_components * (1 + PARAMS_PER_LAYER * self.n_layers) + 1
+        return self.n_components * (1 + self.params_per_layer * self.n_layers) + 1
 
     @property
     def input_units(self) -> int:
@@ -144,8 +154,8 @@ class ShowerComponentsHead(keras.layers.Layer):
     def _unpack(self, raw):
         k, n_layers = self.n_components, self.n_layers
         component_logits = raw[:, :k]
-        per_layer = ops.reshape(raw[:, k:k + PARAMS_PER_LAYER * k * n_layers],
-                                (-1, k, n_layers, PARAMS_PER_LAYER))
+        per_layer = ops.reshape(raw[:, k:k + self.params_per_layer * k * n_layers],
+                                (-1, k, n_layers, self.params_per_layer))
         rho = raw[:, self.n_params - 1:self.n_params]
         return component_logits, per_layer, rho
 
@@ -160,6 +170,9 @@ class ShowerComponentsHead(keras.layers.Layer):
         else:                       # the condition is what the shower deposited, exactly
             total = energy * math.exp(self.log_response)
         share = ops.softmax(component_logits, axis=-1)[:, :, None]             # [N, k, 1]
+        if self.deflection_energy > 0:      # E_d / E_c per component: [N, k, 1, 1]
+            inverse_energy = (self.deflection_energy / ops.maximum(
+                share * total[:, :, None], 0.01 * self.deflection_energy))[..., None]
         longitudinal = ops.softmax(p[..., 0], axis=-1) * share                  # [N, k, L]
         (a_axis, b_axis) = self.transverse_axes
         # Bounded where a runaway parameter would make inf / inf: centres within the image's
@@ -170,7 +183,10 @@ class ShowerComponentsHead(keras.layers.Layer):
         for axis, column in ((a_axis, 1), (b_axis, 2)):
             size, n = self.cell_size[axis], self.sample_shape[axis]
             edges = ops.convert_to_tensor(_cell_edges(n, size))
-            centre = ops.clip(p[..., column:column + 1], -float(n), float(n)) * size
+            centre = p[..., column:column + 1]
+            if self.deflection_energy > 0:
+                centre = centre + p[..., 6 + column:7 + column] * inverse_energy
+            centre = ops.clip(centre, -float(n), float(n)) * size
             core = ops.exp(log_core) * size
             tail = ops.exp(log_tail) * size
             profiles.append((_t2_cell_shares(centre, core, edges),
@@ -244,7 +260,8 @@ class ShowerComponentsHead(keras.layers.Layer):
                 "n_components": self.n_components, "energy_index": self.energy_index,
                 "log_response": self.log_response, "threshold": self.threshold,
                 "response_spread": self.response_spread, "noise_sigma": self.noise_sigma,
-                "photostat": self.photostat, "threshold_band": self.threshold_band}
+                "photostat": self.photostat, "threshold_band": self.threshold_band,
+                "deflection_energy": self.deflection_energy}
 
 
 def initial_parameters(head: ShowerComponentsHead, samples, spot_thresholds=20.0) -> np.ndarray:
@@ -252,7 +269,7 @@ def initial_parameters(head: ShowerComponentsHead, samples, spot_thresholds=20.0
     component at the training showers' mean longitudinal profile and mean centre per layer,
     offset by half a cell from one another along the first transverse axis to break their
     symmetry; core and tail radii of 0.15 and 0.6 cells, spots of ``spot_thresholds`` times the
-    readout threshold."""
+    readout threshold, no deflection."""
     samples = np.asarray(samples, np.float64)
     layer_first = np.moveaxis(samples, head.layer_axis + 1, 1)         # [N, L, a, b]
     per_layer = layer_first.sum(axis=(2, 3))
@@ -264,7 +281,7 @@ def initial_parameters(head: ShowerComponentsHead, samples, spot_thresholds=20.0
         coordinates = (np.arange(profile.shape[1]) - (profile.shape[1] - 1) / 2.0)
         centres.append(profile @ coordinates / np.maximum(profile.sum(axis=1), 1e-12))
     k = head.n_components
-    params = np.zeros((k, head.n_layers, PARAMS_PER_LAYER))
+    params = np.zeros((k, head.n_layers, head.params_per_layer))
     params[..., 0] = layer_logits - layer_logits.mean()
     params[..., 1] = centres[0] + 0.5 * (np.arange(k)[:, None] - (k - 1) / 2.0)
     params[..., 2] = centres[1]
