@@ -126,7 +126,12 @@ class BinnedMomentPenalty(Penalty):
             counts, *real_moments = self.group_moments(half, real, paired)
             _, *fake_moments = self.group_moments(half, fake, paired)
             halves.append((counts, real_moments, fake_moments))
-        return self.combine(halves, real)
+        return self.combine(halves, real) + self.extra_terms(members, parity, real, fake)
+
+    def extra_terms(self, members, parity, real, fake):
+        """Further terms from the same groups (``members``), halves (``parity``) and features;
+        none here."""
+        return 0.0
 
     def combine(self, halves, real):
         """P (class docstring) from the two halves' ``(counts, real moments, fake moments)``,
@@ -184,13 +189,10 @@ class BinnedObservableMomentPenalty(BinnedMomentPenalty):
         self.observables = observables
         self.correlation_weight = float(correlation_weight)
 
-    def __call__(self, step):
-        penalty = super().__call__(step)
+    def extra_terms(self, members, parity, real, fake):
+        """The per-bin correlation term (class docstring) when ``correlation_weight`` > 0."""
         if self.correlation_weight <= 0:
-            return penalty
-        members = self.membership(tf.cast(step.conditions, tf.float32))
-        parity = tf.cast(tf.range(tf.shape(members)[0]) % 2, tf.float32)[:, None]
-        real, fake = self.features(step.real, step), self.features(step.fake, step)
+            return 0.0
         floor = self.variance_floor(real)
         differences, used = [], 1.0
         for half in (members * (1.0 - parity), members * parity):
@@ -200,7 +202,7 @@ class BinnedObservableMomentPenalty(BinnedMomentPenalty):
             differences.append(rho_fake - rho_real)
         entries = tf.maximum(tf.reduce_sum(used), 1.0) * tf.cast(tf.shape(real)[1] ** 2,
                                                                  tf.float32)
-        return penalty + self.correlation_weight * tf.reduce_sum(
+        return self.correlation_weight * tf.reduce_sum(
             differences[0] * differences[1] * used) / entries
 
     def variance_floor(self, real):

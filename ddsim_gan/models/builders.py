@@ -109,7 +109,8 @@ def build_conditional_gan(detector, train_conditions, train_samples=None, *, max
             detector.condition_names.index(energy_condition),
             0.0 if exact_energy else mean, detector.threshold,
             0.0 if exact_energy else spread, noise_sigma, photostat, threshold_band,
-            deflection_energy, name="shower_components", dtype="float32")     # physical units need the range
+            deflection_energy, name="shower_components",
+            dtype="float32")                # physical units need the range
         generator = components.component_generator(latent_dim, encoder.output_width, head,
                                                    hidden=generator_hidden)
         generator.get_layer("component_params").bias.assign(
