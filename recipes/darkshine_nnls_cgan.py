@@ -102,6 +102,10 @@ def main(argv=None):
 
     args = recipe.parse_args(RECIPE, __doc__, argv, extra=options)
     settings = recipe.settings_for(args, PRESETS)
+    for option in ("deflection_mev", "binned_correlation_weight"):
+        if getattr(args, option) < 0:
+            raise SystemExit(f"{RECIPE}: --{option.replace('_', '-')} = {getattr(args, option)}, "
+                             "expected >= 0 (0 turns it off)")
 
     import numpy as np
 
