@@ -10,9 +10,9 @@
 Generates the 15 x 32 x 32 cells (MIP) of the CALICE SiW-ECAL prototype for 10 GeV e- and pi-
 at normal incidence, the three models of seed 003 selected by ``--model``:
 
-(a) ``wgangp``: conditional WGAN-GP on the 15 x 1024 image (dense networks; the generator ends
-    in an energy-sharing head, sum_E = E_beam x a learned bounded response, cells = sum_E x
-    softmax, started at the mean shower);
+(a) ``wgangp``: conditional WGAN-GP on the 15 x 1024 image (dense networks; sum_E = E_beam x
+    a learned bounded response, shared among the cells by the generator's output below,
+    started at each species' mean shower);
 (b) ``conservation`` (default, exported as ``siw_ecal_wgangp``): (a) plus the seed's conservation
     penalties on sum_E and nhits, per species
     (:class:`~ddsim_gan.models.penalties.GroupedConservationPenalty`; nhits is the exact count
@@ -24,8 +24,14 @@ at normal incidence, the three models of seed 003 selected by ``--model``:
     convolutional networks (trained without XLA, which is 40x slower than plain TensorFlow
     for 3D convolutions on CPU).
 
-All three are built by :func:`~ddsim_gan.models.calorimeter.build_calorimeter_gan`: per-cell
-noise on the logits (independent cell fluctuations), the conditions next to the output layer,
+The generator of (a) and (b) draws a few parametric showers per event rendered onto the cells
+(``--generator components``, the default for them; :mod:`ddsim_gan.models.components`, as the
+DarkSHINE generator), the first started as the primary's track, one cell per layer; that of
+(c), and of (a) and (b) with ``--generator cells``, a softmax over the cells.
+
+All three are built by :func:`~ddsim_gan.models.calorimeter.build_calorimeter_gan`: cell
+fluctuations (the components' spots, or per-cell noise on the softmax's logits), the
+conditions next to the output layer,
 a discrete latent code of 8 values (each species a mixture: the pions are tracks and showers),
 and a start of each code at one sum_E slice of each species' events.
 
@@ -86,6 +92,9 @@ THRESHOLD_BAND = 0.0
 #: per-layer sharpness of the cells' softmax (SharpenedCellNoise) per species and code, set from
 #: the data and held ("data") or trained on ("learned"), or "none"
 LAYER_SHARPNESS = "none"
+#: the generator's output: a softmax over the cells, or parametric shower components; "auto":
+#: components for (a) and (b), cells for (c) (its convolutions draw the cells)
+GENERATORS, GENERATOR = ("auto", "cells", "components"), "auto"
 SPECIES = ("e-", "pi-")
 
 
@@ -146,6 +155,12 @@ def _extra_options(parser):
                              "crossing; SharpenedCellNoise) as each species and code's events "
                              "do in the data: held there (data) or trained on from there "
                              "(learned); default %(default)s")
+    parser.add_argument("--generator", choices=GENERATORS, default=GENERATOR,
+                        help="cells: the cells' energy shares from a softmax over the image; "
+                             "components: a few parametric showers per event rendered onto the "
+                             "cells, the first started as the primary's track, one cell per "
+                             "layer (ddsim_gan.models.components; (a) and (b) only); auto: "
+                             "components for (a) and (b), cells for (c) (default %(default)s)")
     parser.add_argument("--pooled-observables", action="store_true",
                         help="with --observable-critic-weight: standardize the second critic's "
                              "observables over both species together instead of within each "
@@ -273,8 +288,14 @@ def build_model(model, detector, data, hidden=None, seed=0, conservation_weight=
                 standardize_per_species=True, discrete_latent=DISCRETE_LATENT,
                 penalty_estimator=PENALTY_ESTIMATOR,
                 occupancy_temperature=OCCUPANCY_TEMPERATURE, pion_split=PION_SPLIT_MIP,
-                threshold_band=THRESHOLD_BAND, layer_sharpness=LAYER_SHARPNESS):
-    """The GAN of ``--model`` (module docstring)."""
+                threshold_band=THRESHOLD_BAND, layer_sharpness=LAYER_SHARPNESS,
+                generator=GENERATOR):
+    """The GAN of ``--model`` (module docstring) with the output of ``--generator``."""
+    if generator == "auto":
+        generator = "cells" if model == "conv3d" else "components"
+    if generator == "components" and model == "conv3d":
+        raise ValueError("--generator components draws parametric showers with a dense trunk; "
+                         "the 3D variant (--model conv3d) needs --generator cells")
     from ddsim_gan.detectors import siw_ecal
     from ddsim_gan.models.calorimeter import build_calorimeter_gan
     from ddsim_gan.models.networks import SeedHitFeatures
@@ -302,7 +323,8 @@ def build_model(model, detector, data, hidden=None, seed=0, conservation_weight=
     small, large = (hidden, hidden) if hidden else (256, 512)
     gan = build_calorimeter_gan(
         detector, data.train_conditions, data.train_samples, energy_condition="E_beam",
-        architecture="conv3d" if model == "conv3d" else "dense",
+        architecture="conv3d" if model == "conv3d" else
+        "components" if generator == "components" else "dense",
         generator_hidden=(small, large), critic_hidden=(small, small), critic_steps=4,
         generator_channels=(16, 8) if not hidden else (4, 2),
         critic_channels=(8, 16, 32) if not hidden else (2, 4, 4),
@@ -353,9 +375,10 @@ def main(argv=None):
                       penalty_estimator=args.penalty_estimator,
                       occupancy_temperature=args.occupancy_temperature,
                       pion_split=args.pion_split, threshold_band=args.threshold_band,
-                      layer_sharpness=args.layer_sharpness)
-    # XLA:CPU makes 3D convolutions ~40x slower (ddsim_gan.models.calorimeter): no jit for (c).
-    jit = not args.no_jit and args.model != "conv3d"
+                      layer_sharpness=args.layer_sharpness, generator=args.generator)
+    # XLA:CPU makes 3D convolutions ~40x slower (ddsim_gan.models.calorimeter) and the
+    # components' rendering 4x (ddsim_gan.models.components' recipe): no jit for either.
+    jit = not args.no_jit and args.model != "conv3d" and args.generator == "cells"
     second_critic = hasattr(gan, "observable_critic")
     gan.compile(**recipe.wgan_optimizers(
         settings, learning_rate=2e-4,

@@ -102,7 +102,8 @@ def test_conv3d_resize_upsampling_builds_and_generates():
                               architecture="graph")
 
 
-def test_calorimeter_gan_starts_at_each_species_mean_shower():
+@pytest.mark.parametrize("architecture", ["dense", "components"])
+def test_calorimeter_gan_starts_at_each_species_mean_shower(architecture):
     from ddsim_gan.models.calorimeter import build_calorimeter_gan
 
     # the hidden layers' random start adds to the logits: seeded, because over initializer
@@ -111,8 +112,10 @@ def test_calorimeter_gan_starts_at_each_species_mean_shower():
     detector = TinyLayered()
     conditions, samples = detector.simulate(400, seed=0)
     samples[conditions[:, 1] == 1] *= 0.2                     # "pions" deposit 5x less
+    samples[conditions[:, 1] == 1, 0] *= 4.0                  # and start earlier
     gan = build_calorimeter_gan(detector, conditions, samples, energy_condition="E_beam",
-                                generator_hidden=(8, 8), critic_hidden=(8,), cell_noise=False)
+                                generator_hidden=(8, 8), critic_hidden=(8,), cell_noise=False,
+                                architecture=architecture)
     generated = gan.generate(conditions, seed=0)
     for species in (0, 1):
         rows = conditions[:, 1] == species
@@ -396,11 +399,12 @@ def test_discrete_latent_code_reaches_trunk_and_output_and_survives_saving(tmp_p
                                atol=1e-5)
 
 
-@pytest.mark.parametrize("codes", [0, 2])
-def test_discrete_latent_starts_a_two_population_category_as_a_mixture(codes):
+@pytest.mark.parametrize("codes,architecture", [(0, "dense"), (2, "dense"), (2, "components")])
+def test_discrete_latent_starts_a_two_population_category_as_a_mixture(codes, architecture):
     """Half the pions are tracks (2 MIP in one corner cell per layer, 6 MIP in all), half
     showers (about 100 MIP): with two codes the untrained generator already draws both, each
-    with its own pattern; without a code it draws one population between them."""
+    with its own pattern (the cells generator; the components start every code at the mean
+    centre), without a code one population between them."""
     from ddsim_gan.models.calorimeter import build_calorimeter_gan
 
     keras.utils.set_random_seed(3)
@@ -412,7 +416,7 @@ def test_discrete_latent_starts_a_two_population_category_as_a_mixture(codes):
     samples[tracks, :, 0, 0] = 2.0
     gan = build_calorimeter_gan(detector, conditions, samples, energy_condition="E_beam",
                                 generator_hidden=(8, 8), critic_hidden=(8,),
-                                discrete_latent=codes)
+                                discrete_latent=codes, architecture=architecture)
     generated = gan.generate(conditions, seed=1)
     totals = generated.reshape(len(generated), -1).sum(axis=1)
     low = totals[pions] < 15.0            # the geometric mean of the two is 24
@@ -422,6 +426,8 @@ def test_discrete_latent_starts_a_two_population_category_as_a_mixture(codes):
         assert low.mean() < 0.05
         return
     assert 0.4 < low.mean() < 0.6
+    if architecture == "components":
+        return
     corner = generated[pions][:, :, 0, 0].sum(axis=1) / np.maximum(totals[pions], 1e-9)
     assert np.median(corner[low]) > 0.8 and np.median(corner[~low]) < 0.1
 
@@ -514,3 +520,40 @@ def test_energy_split_sees_populations_that_the_category_mean_hides():
     assert again.energy_split == [None, 50.0] and again.n_rows == 4
     with pytest.raises(ValueError, match="energy_split"):
         GroupedLayerPenalty("layer_occupancy", n_groups=2, energy_split=[40.0])
+
+
+def test_components_calorimeter_gan_trains_saves_and_draws_the_same_for_a_seed(tmp_path):
+    """``architecture="components"``: parametric showers with the readout noise per layer,
+    the dense critic and the grouped penalties; a step trains, the sampler saves and reloads."""
+    from ddsim_gan.models import load_generator
+    from ddsim_gan.models.calorimeter import build_calorimeter_gan
+    from ddsim_gan.models.components import ShowerComponentsHead
+    from ddsim_gan.models.penalties import GroupedConservationPenalty
+
+    detector = TinyLayered()
+    conditions, samples = detector.simulate(64, seed=0)
+    gan = build_calorimeter_gan(
+        detector, conditions, samples, energy_condition="E_beam", architecture="components",
+        generator_hidden=(16, 16), critic_hidden=(8,), critic_steps=2, discrete_latent=2,
+        extra_penalties=[GroupedConservationPenalty("nhits", group_index=1)],
+        readout_noise=np.array([0.1, 0.1, 0.2]).reshape(3, 1, 1))
+    head = gan.output_head
+    assert isinstance(head, ShowerComponentsHead) and head.noise_sigma == pytest.approx(
+        [0.1, 0.1, 0.2])
+    assert gan.latent_dim == 64 + 2 * 3 * 8 * 8      # the head's two normals per cell
+    assert {"discrete_latent", "code_cross"} <= {layer.name for layer in gan.generator.layers}
+    gan.compile(jit_compile=False)
+    history = gan.fit(_dataset(conditions, samples, 32), epochs=1, steps_per_epoch=1, verbose=0)
+    assert all(np.isfinite(v[-1]) for v in history.history.values())
+    generated = gan.generate(conditions[:8], seed=1)
+    assert generated.shape == (8, 3, 8, 8) and (generated >= 0).all() and generated.sum() > 0
+    np.testing.assert_array_equal(generated, gan.generate(conditions[:8], seed=1))
+    gan.sampler.save(tmp_path / "generator.keras")
+    reloaded = load_generator(tmp_path / "generator.keras")
+    noise = np.random.default_rng(0).standard_normal((2, gan.latent_dim)).astype("float32")
+    np.testing.assert_allclose(reloaded.predict([conditions[:2], noise], verbose=0),
+                               gan.sampler.predict([conditions[:2], noise], verbose=0),
+                               rtol=1e-4, atol=1e-4)
+    with pytest.raises(ValueError, match="layer_sharpness"):
+        build_calorimeter_gan(detector, conditions, samples, energy_condition="E_beam",
+                              architecture="components", layer_sharpness="learned")

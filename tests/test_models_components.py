@@ -167,3 +167,52 @@ def test_deflection_puts_a_component_at_d_over_its_energy():
     np.testing.assert_allclose(centre_y, 0.0, atol=1e-3)
     restored = ShowerComponentsHead.from_config(head.get_config())
     assert restored.deflection_energy == 1000.0 and restored.n_params == head.n_params
+
+
+def test_noise_per_layer_fires_each_layer_at_its_own_gaussian_tail(tmp_path):
+    """One nominal noise per layer (the SiW-ECAL's silicon thicknesses): far from the shower a
+    cell reads noise above the threshold at the Gaussian tail of its own layer's sigma."""
+    from scipy.stats import norm
+
+    sigma = [0.05, 0.25, 0.5]
+    head = _head(n_components=1, threshold=0.5, noise_sigma=sigma)
+    assert head.log_noise.shape == (1, 1, 3)                    # layer axis last here
+    params = _params(head, centre=(0.0, 0.0), log_core=math.log(0.01), log_tail=math.log(0.01))
+    out = ops.convert_to_numpy(head([_raw(head, 400, params), np.float32([[50.0]] * 400)]))
+    far = out[:, :2, :2, :]                              # 2-3 cells from the centred spot
+    fired = (far > 0).mean(axis=(0, 1, 2))
+    expected = norm.sf(0.5 / np.asarray(sigma))
+    assert fired[0] < 0.005                    # 10 sigma: only a rare spot of the shower
+    np.testing.assert_allclose(fired[1:], expected[1:], atol=0.03)
+    config = head.get_config()
+    assert config["noise_sigma"] == pytest.approx(sigma)
+    rebuilt = ShowerComponentsHead.from_config(config)
+    np.testing.assert_allclose(ops.convert_to_numpy(rebuilt.log_noise),
+                               ops.convert_to_numpy(head.log_noise))
+    with pytest.raises(ValueError, match="noise_sigma"):
+        _head(noise_sigma=[0.1, 0.2])
+
+
+@pytest.mark.parametrize("track_component", [True, False])
+def test_a_track_component_starts_a_mip_crossing_in_one_cell_of_every_layer(track_component):
+    """Events that are a MIP track (1.2 MIP in one cell of each layer): started as a track, the
+    first component carries the energy that the data holds in each layer's hottest cell and
+    reads out above the 0.5 MIP threshold in nearly every layer; started as a shower
+    component (spots of 20 thresholds) a crossing fires in about one layer in ten."""
+    head = _head(threshold=0.5, n_components=3)
+    tracks = np.zeros((50,) + SHAPE, np.float32)
+    tracks[:, 3, 3, :] = 1.2
+    np.testing.assert_allclose(components.hottest_cell_shares(head, tracks), 1.0)
+    params = components.initial_parameters(head, tracks, track_component=track_component)
+    shares = np.exp(params[:3]) / np.exp(params[:3]).sum()
+    out = ops.convert_to_numpy(head([_raw(head, 400, params), np.float32([[3.6]] * 400)]))
+    layer_hit = (out.max(axis=(1, 2)) > 0).mean()
+    if track_component:
+        assert shares[0] == pytest.approx(0.99, abs=1e-6)
+        assert layer_hit > 0.9
+        hottest = out.reshape(400, -1, 3).max(axis=1).sum(axis=1) / np.maximum(
+            out.sum(axis=(1, 2, 3)), 1e-9)
+        assert np.median(hottest) > 0.9
+    else:
+        np.testing.assert_allclose(shares, 1.0 / 3.0)
+        assert layer_hit < 0.3

@@ -106,3 +106,11 @@ def test_siw_seed_plots_per_species(tmp_path):
     paths = module.seed_plots(detector, conditions[electrons], ref[electrons], gen[electrons],
                               str(tmp_path / "e_only"))
     assert not any("_pi" in p for p in paths)
+
+
+def test_siw_components_generator_is_refused_for_the_3d_variant():
+    from ddsim_gan import config
+
+    module = config.load_recipe("siw_ecal_wgangp")
+    with pytest.raises(ValueError, match="--generator cells"):
+        module.build_model("conv3d", detector=None, data=None, generator="components")

@@ -308,8 +308,13 @@ def cell_generator(latent_dim, condition_width, sample_shape, *, hidden=(256, 51
 
 def start_at_category_means(generator, encoder, detector, conditions, samples,
                             energy_condition, log_response, readout_noise=0.0,
-                            fit_events=512, seed=0) -> None:
+                            fit_events=512, seed=0, head=None) -> None:
     """Start the generator at the mean shower and mean response of every category.
+
+    For a components generator (:func:`~ddsim_gan.models.components.component_generator`,
+    its ``head`` given) "the mean shower" is every component's longitudinal profile: the
+    categories' and codes' rows start the components' layer logits at their mean layer
+    fractions (the bias stays at :func:`~ddsim_gan.models.components.initial_parameters`).
 
     Bias of the logits: log of the mean energy fraction per cell (all events). For each
     categorical condition, the weights from its one-hot input to the output: per category, the
@@ -335,7 +340,22 @@ def start_at_category_means(generator, encoder, detector, conditions, samples,
     index = detector.condition_names.index(energy_condition)
     energy = np.asarray(conditions, np.float64)[:, index]
 
+    names = [layer.name for layer in generator.layers]
+    components = "component_params" in names
+    if components:
+        if head is None:
+            raise ValueError("start_at_category_means: a components generator needs its head")
+        from .components import hottest_cell_shares, layer_fractions, layer_logit_parameters
+
+        per_layer = layer_fractions(head, samples)
+        track = hottest_cell_shares(head, samples)
+
     def log_mean(rows):
+        """The output columns but the response that start ``rows``' mean shower: per cell the
+        centred log of its mean energy fraction, or every component's layer logits."""
+        if components:
+            return layer_logit_parameters(head, per_layer[rows].mean(axis=0),
+                                          track[rows].mean())[:-1]
         mean = fractions[rows].mean(axis=0)
         start = np.log(mean + 1e-6 * mean.max())
         return start - start.mean()
@@ -346,11 +366,11 @@ def start_at_category_means(generator, encoder, detector, conditions, samples,
 
     everything = np.ones(len(flat), bool)
     base = log_mean(everything)
-    names = [layer.name for layer in generator.layers]
-    dense = "output_dense" in names
+    dense = "output_dense" in names or components
     if dense:
-        out = generator.get_layer("output_dense")
-        out.bias.assign(np.append(base, 0.0).astype("float32"))
+        out = generator.get_layer("component_params" if components else "output_dense")
+        if not components:               # the components' bias is initial_parameters'
+            out.bias.assign(np.append(base, 0.0).astype("float32"))
         kernel = np.asarray(out.kernel)
         response_column = -1
     else:
@@ -418,6 +438,38 @@ def start_at_category_means(generator, encoder, detector, conditions, samples,
         sharpness.kernel.assign(sharp_kernel.astype("float32"))
 
 
+def _components_generator(detector, train_samples, encoder, latent_dim, hidden, energy_index,
+                          log_response, response_spread, readout_noise, threshold_band,
+                          discrete_latent, n_components):
+    """A :func:`~ddsim_gan.models.components.component_generator` and its
+    :class:`~ddsim_gan.models.components.ShowerComponentsHead` for a layered calorimeter: the
+    learned response of :func:`cell_generator`'s head, the readout noise per layer; at the
+    start the first component is the primary's track (one cell per layer, its share of the
+    energy from the data per category and code: :func:`start_at_category_means`), the others
+    deposit in spots of twice the threshold (for the SiW-ECAL one MIP: a silicon cell's
+    energy comes in charged-particle crossings)."""
+    from . import components
+
+    layer_axis = detector.axes.index("layer") if "layer" in (detector.axes or ()) else 0
+    noise = 0.0 if readout_noise is None else np.asarray(readout_noise, np.float32)
+    if np.ndim(noise) and np.size(noise) not in (1, detector.sample_shape[layer_axis]):
+        raise ValueError("build_calorimeter_gan: the components head takes one readout noise "
+                         "value or one per layer")
+    if np.ndim(noise) and np.size(noise) == 1:
+        noise = float(np.ravel(noise)[0])
+    head = components.ShowerComponentsHead(
+        detector.sample_shape, layer_axis, detector.cell_size, n_components, energy_index,
+        log_response, detector.threshold, response_spread,
+        noise if np.ndim(noise) == 0 else np.ravel(noise), 0.0, threshold_band,
+        name="energy_share", dtype="float32")
+    generator = components.component_generator(latent_dim, encoder.output_width, head,
+                                               hidden=hidden, discrete_latent=discrete_latent)
+    generator.get_layer("component_params").bias.assign(
+        components.initial_parameters(head, train_samples, spot_thresholds=2.0,
+                                      track_component=True))
+    return generator, head
+
+
 @networks.critic_precision
 def conv3d_critic(sample_shape, condition_width, *, channels=(8, 16, 32), hidden=256,
                   features=None, name="critic"):
@@ -449,9 +501,12 @@ def build_calorimeter_gan(detector, train_conditions, train_samples, *, energy_c
                           upsampling="transpose", critic_steps=4, gradient_penalty=10.0,
                           log_scale=1.0, critic_features=(), extra_penalties=(),
                           readout_noise=None, threshold_band=0.0, discrete_latent=0,
-                          layer_sharpness="none", seed=0):
+                          layer_sharpness="none", n_components=3, seed=0):
     """A conditional WGAN-GP with an energy-sharing head for a layered calorimeter
-    (module docstring): ``architecture`` "dense" or "conv3d" (generator and critic).
+    (module docstring): ``architecture`` "dense" or "conv3d" (generator and critic), or
+    "components": ``n_components`` parametric showers rendered onto the cells
+    (:mod:`~ddsim_gan.models.components`, whose narrow core puts a MIP crossing in one cell)
+    with the dense critic.
 
     Preprocessing as :func:`~ddsim_gan.models.builders.build_conditional_gan` (``LogScale`` of
     the largest training cell, ``ConditionEncoder.for_detector``); the critic sees
@@ -475,16 +530,23 @@ def build_calorimeter_gan(detector, train_conditions, train_samples, *, energy_c
     from .builders import fit_response
     from .gan import ConditionalGAN
 
-    if architecture == "conv3d" and len(detector.sample_shape) != 3:
+    if architecture in ("conv3d", "components") and len(detector.sample_shape) != 3:
         raise ValueError(f"build_calorimeter_gan: detector {detector.name!r} has samples of "
-                         f"shape {detector.sample_shape}; the 3D variant needs (layers, x, y)")
+                         f"shape {detector.sample_shape}; {architecture} needs (layers, x, y)")
     encoder = ConditionEncoder.for_detector(detector, name="condition_encoder", dtype="float32")
     encoder.adapt(train_conditions)
     norm = float(np.log1p(float(np.max(train_samples)) / log_scale))
     transform = LogScale(log_scale, norm, name="sample_transform", dtype="float32")
     mean, spread = fit_response(detector, train_conditions, train_samples, energy_condition)
     energy_index = detector.condition_names.index(energy_condition)
-    if readout_noise is None:
+    if architecture == "components":
+        if layer_sharpness != "none":
+            raise ValueError("build_calorimeter_gan: the components generator has no cell "
+                             "softmax to sharpen (layer_sharpness must be 'none')")
+        generator, head = _components_generator(
+            detector, train_samples, encoder, latent_dim, generator_hidden, energy_index, mean,
+            spread, readout_noise, threshold_band, discrete_latent, n_components)
+    elif readout_noise is None:
         head = networks.EnergyShareHead(detector.sample_shape, energy_index, mean,
                                         detector.threshold, response_spread=spread,
                                         name="energy_share")
@@ -493,23 +555,24 @@ def build_calorimeter_gan(detector, train_conditions, train_samples, *, energy_c
                                     detector.threshold, response_spread=spread,
                                     noise_sigma=readout_noise, threshold_band=threshold_band,
                                     name="energy_share")
-    generator = cell_generator(latent_dim, encoder.output_width, detector.sample_shape,
-                               hidden=generator_hidden, cell_noise=cell_noise,
-                               readout_noise=readout_noise is not None,
-                               architecture=architecture, channels=generator_channels,
-                               upsampling=upsampling, discrete_latent=discrete_latent,
-                               layer_sharpness=layer_sharpness != "none")
+    if architecture != "components":
+        generator = cell_generator(latent_dim, encoder.output_width, detector.sample_shape,
+                                   hidden=generator_hidden, cell_noise=cell_noise,
+                                   readout_noise=readout_noise is not None,
+                                   architecture=architecture, channels=generator_channels,
+                                   upsampling=upsampling, discrete_latent=discrete_latent,
+                                   layer_sharpness=layer_sharpness != "none")
     start_at_category_means(generator, encoder, detector, train_conditions, train_samples,
                             energy_condition, mean,
                             readout_noise=0.0 if readout_noise is None else readout_noise,
-                            seed=seed)
+                            seed=seed, head=head if architecture == "components" else None)
     if layer_sharpness == "data":
         generator.get_layer("sharpness").trainable = False
     features = [networks.ShowerFeatures.for_detector(detector, log_scale, norm)]
     features += [f if isinstance(f, keras.layers.Layer) else f(log_scale, norm)
                  for f in critic_features]
     hidden = tuple(critic_hidden) if np.ndim(critic_hidden) else (int(critic_hidden),)
-    if architecture == "conv3d":
+    if architecture == "conv3d":        # the components generator keeps the dense critic
         critic = conv3d_critic(detector.sample_shape, encoder.output_width,
                                channels=critic_channels, hidden=hidden[0], features=features)
     else:

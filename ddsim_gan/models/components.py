@@ -43,7 +43,7 @@ import keras
 import numpy as np
 from keras import layers, ops
 
-from .calorimeter import NoiseSplit, read_out
+from .calorimeter import CodeConditionCross, DiscreteLatent, NoiseSplit, read_out
 
 _PACKAGE = "ddsim_gan"
 
@@ -109,6 +109,9 @@ class ShowerComponentsHead(keras.layers.Layer):
     kappa = 120 GeV mm). The product that one dense layer would have to learn, "this
     component's position times its energy is a constant", is then one constant d, and a
     neutral component keeps d = 0.
+
+    ``noise_sigma`` is one value for every cell or one per layer (the SiW-ECAL's thinner
+    silicon layers are noisier).
     """
 
     def __init__(self, sample_shape, layer_axis, cell_size, n_components=3, energy_index=0,
@@ -123,7 +126,8 @@ class ShowerComponentsHead(keras.layers.Layer):
         self.log_response = float(log_response)
         self.threshold = float(threshold)
         self.response_spread = float(response_spread)
-        self.noise_sigma = float(noise_sigma)
+        self.noise_sigma = (float(noise_sigma) if np.ndim(noise_sigma) == 0
+                            else [float(v) for v in np.ravel(noise_sigma)])
         self.photostat = float(photostat)
         self.threshold_band = float(threshold_band)
         self.deflection_energy = float(deflection_energy)
@@ -135,9 +139,16 @@ class ShowerComponentsHead(keras.layers.Layer):
         self.n_layers = self.sample_shape[self.layer_axis]
         self.n_cells = math.prod(self.sample_shape)
         self.spot_unit = self.threshold if self.threshold > 0 else 1.0
+        noise = np.maximum(np.asarray(self.noise_sigma, np.float32), 1e-6)
+        if noise.ndim and noise.size != self.n_layers:
+            raise ValueError(f"ShowerComponentsHead: noise_sigma has {noise.size} values for "
+                             f"{self.n_layers} layers")
+        # broadcast over the sample layout: the layer axis keeps its values
+        self.noise_shape = tuple(self.n_layers if noise.ndim and a == self.layer_axis else 1
+                                 for a in range(3)) if noise.ndim else ()
         self.log_noise = self.add_weight(
-            shape=(), name="log_noise", trainable=False, initializer=keras.initializers.Constant(
-                math.log(max(self.noise_sigma, 1e-6))))
+            shape=self.noise_shape, name="log_noise", trainable=False,
+            initializer=keras.initializers.Constant(np.log(noise).reshape(self.noise_shape)))
         self.log_photostat = self.add_weight(
             shape=(), name="log_photostat", trainable=False, initializer=keras.initializers.Constant(
                 math.log(max(self.photostat, 1e-6))))
@@ -238,9 +249,10 @@ class ShowerComponentsHead(keras.layers.Layer):
         deposits = deposits * ops.reshape(scale, (-1, 1, 1, 1))
 
         values = deposits
-        if self.noise_sigma > 0 or self.photostat > 0:    # a zero nominal value turns a term off
+        has_noise = bool(np.any(np.asarray(self.noise_sigma) > 0))
+        if has_noise or self.photostat > 0:    # a zero nominal value turns a term off
             variance = 1e-12
-            if self.noise_sigma > 0:
+            if has_noise:
                 variance = variance + ops.exp(2.0 * self.log_noise)
             if self.photostat > 0:
                 variance = variance + ops.exp(self.log_photostat) * deposits
@@ -264,17 +276,22 @@ class ShowerComponentsHead(keras.layers.Layer):
                 "deflection_energy": self.deflection_energy}
 
 
-def initial_parameters(head: ShowerComponentsHead, samples, spot_thresholds=20.0) -> np.ndarray:
+def initial_parameters(head: ShowerComponentsHead, samples, spot_thresholds=20.0,
+                       track_component=False) -> np.ndarray:
     """Starting values of the head's parameters (the output bias of the generator): every
     component at the training showers' mean longitudinal profile and mean centre per layer,
     offset by half a cell from one another along the first transverse axis to break their
     symmetry; core and tail radii of 0.15 and 0.6 cells, spots of ``spot_thresholds`` times the
-    readout threshold, no deflection."""
+    readout threshold, no deflection.
+
+    With ``track_component`` the first component starts as a charged primary's track (a MIP
+    crossing puts its energy in one cell of every layer): on the other components' mean centre,
+    a core of 0.05 cells holding 95 % of its energy, spots of a quarter of the threshold (so a
+    crossing fires in nearly every layer instead of 1 - e^-1 of them), and the share of the
+    energy that the data holds in each layer's hottest cell (:func:`layer_logit_parameters`)."""
     samples = np.asarray(samples, np.float64)
     layer_first = np.moveaxis(samples, head.layer_axis + 1, 1)         # [N, L, a, b]
-    per_layer = layer_first.sum(axis=(2, 3))
-    fractions = (per_layer / np.maximum(per_layer.sum(axis=1, keepdims=True), 1e-12)).mean(0)
-    layer_logits = np.log(fractions + 1e-4 * fractions.max())
+    fractions = layer_fractions(head, samples).mean(axis=0)
     centres = []
     for column, axis in ((2, head.transverse_axes[0]), (3, head.transverse_axes[1])):
         profile = layer_first.sum(axis=5 - column).mean(axis=0)          # [L, n]
@@ -282,29 +299,78 @@ def initial_parameters(head: ShowerComponentsHead, samples, spot_thresholds=20.0
         centres.append(profile @ coordinates / np.maximum(profile.sum(axis=1), 1e-12))
     k = head.n_components
     params = np.zeros((k, head.n_layers, head.params_per_layer))
-    params[..., 0] = layer_logits - layer_logits.mean()
     params[..., 1] = centres[0] + 0.5 * (np.arange(k)[:, None] - (k - 1) / 2.0)
     params[..., 2] = centres[1]
     params[..., 3] = np.log(0.15)
     params[..., 4] = np.log(0.6)
     params[..., 6] = np.log(spot_thresholds)
-    return np.concatenate([np.zeros(k), params.ravel(), [0.0]]).astype(np.float32)
+    track_share = None
+    if track_component:
+        params[0, :, 1] = params[1:, :, 1].mean(axis=0)
+        params[0, :, 3] = np.log(0.05)
+        params[0, :, 5] = math.log(0.95 / 0.05)
+        params[0, :, 6] = np.log(0.25)
+        track_share = hottest_cell_shares(head, samples).mean()
+    start = np.concatenate([np.zeros(k), params.ravel(), [0.0]])
+    return (start + layer_logit_parameters(head, fractions, track_share)).astype(np.float32)
+
+
+def layer_fractions(head: ShowerComponentsHead, samples) -> np.ndarray:
+    """Each event's energy fraction per layer, ``[N, n_layers]`` (0 for an empty event)."""
+    samples = np.asarray(samples, np.float64)
+    per_layer = np.moveaxis(samples, head.layer_axis + 1, 1).reshape(
+        len(samples), head.n_layers, -1).sum(axis=2)
+    return per_layer / np.maximum(per_layer.sum(axis=1, keepdims=True), 1e-12)
+
+
+def hottest_cell_shares(head: ShowerComponentsHead, samples) -> np.ndarray:
+    """Each event's share of its energy in the hottest cell of each layer, summed over the
+    layers, ``[N]``: about 1 for a MIP track, 0.2-0.4 for an electromagnetic shower."""
+    samples = np.asarray(samples, np.float64)
+    cells = np.moveaxis(samples, head.layer_axis + 1, 1).reshape(len(samples), head.n_layers, -1)
+    return cells.max(axis=2).sum(axis=1) / np.maximum(cells.sum(axis=(1, 2)), 1e-12)
+
+
+def layer_logit_parameters(head: ShowerComponentsHead, fractions, track_share=None) -> np.ndarray:
+    """A head parameter vector (``n_params``) that is zero but for every component's layer
+    logits, set to the centred log of the mean layer ``fractions`` (``[n_layers]``): the
+    longitudinal profile every component starts from. With ``track_share`` f, the first
+    component's energy-share logit makes its share f (the others share the rest evenly)."""
+    fractions = np.asarray(fractions, np.float64)
+    logits = np.log(fractions + 1e-4 * fractions.max())
+    k = head.n_components
+    params = np.zeros((k, head.n_layers, head.params_per_layer))
+    params[..., 0] = logits - logits.mean()
+    shares = np.zeros(k)
+    if track_share is not None and k > 1:
+        f = float(np.clip(track_share, 0.01, 0.99))
+        shares[0] = math.log(f * (k - 1) / (1.0 - f))
+    return np.concatenate([shares, params.ravel(), [0.0]])
 
 
 def component_generator(latent_dim, condition_width, head: ShowerComponentsHead,
-                        hidden=(256, 256, 256), output_scale=0.1, name="generator"):
+                        hidden=(256, 256, 256), output_scale=0.1, discrete_latent=0,
+                        name="generator"):
     """``[noise (latent_dim + 2 cells), encoded conditions] -> head input``: a dense trunk on
     [latent, conditions] emits the head's parameters (the layer ``component_params``, whose
     bias :func:`initial_parameters` sets; a kernel ``output_scale`` times the usual size keeps
-    the start near it); the per-cell normals pass through to the head."""
+    the start near it); the per-cell normals pass through to the head.
+
+    ``discrete_latent`` K > 1 adds a :class:`~ddsim_gan.models.calorimeter.DiscreteLatent`
+    code of K values to the trunk's input and, with its cross with the conditions, beside the
+    conditions at the output, as :func:`~ddsim_gan.models.calorimeter.cell_generator` does
+    (so :func:`~ddsim_gan.models.calorimeter.start_at_category_means` can start each code)."""
     sizes = [latent_dim, head.n_cells, head.n_cells]
     noise = keras.Input((sum(sizes),), name="noise")
     conditions = keras.Input((condition_width,), name="encoded_conditions")
     z, quantile_noise, readout_noise = NoiseSplit(sizes, name="noise_split")(noise)
-    x = layers.Concatenate()([z, conditions])
+    code = [DiscreteLatent(discrete_latent, name="discrete_latent")(z)] if discrete_latent else []
+    x = layers.Concatenate()([z, *code, conditions])
     for i, units in enumerate(hidden):
         x = layers.LeakyReLU(0.2)(layers.Dense(int(units), name=f"dense_{i}")(x))
-    x = layers.Concatenate()([x, conditions])
+    if code:
+        code.append(CodeConditionCross(name="code_cross")([code[0], conditions]))
+    x = layers.Concatenate()([x, *code, conditions])
     params = layers.Dense(head.n_params, dtype="float32", name="component_params",
                           kernel_initializer=keras.initializers.VarianceScaling(
                               output_scale ** 2, "fan_in", "truncated_normal"))(x)
