@@ -44,9 +44,25 @@ class TinyLayered(Detector):
         return np.where(samples > self.threshold, samples, 0).astype(np.float32)
 
 
+def _draws_by_seed_and_reloads(gan, conditions, tmp_path, tolerance):
+    """The same seed draws the same non-negative showers, another seed others; the saved
+    sampler reloads and gives the same samples for the same noise."""
+    from ddsim_gan.models import load_generator
+
+    generated = gan.generate(conditions[:8], seed=1)
+    assert generated.shape == (8, 3, 8, 8) and (generated >= 0).all() and generated.sum() > 0
+    np.testing.assert_array_equal(generated, gan.generate(conditions[:8], seed=1))
+    assert not np.array_equal(generated, gan.generate(conditions[:8], seed=2))
+    gan.sampler.save(tmp_path / "generator.keras")
+    reloaded = load_generator(tmp_path / "generator.keras")
+    noise = np.random.default_rng(0).standard_normal((2, gan.latent_dim)).astype("float32")
+    np.testing.assert_allclose(reloaded.predict([conditions[:2], noise], verbose=0),
+                               gan.sampler.predict([conditions[:2], noise], verbose=0),
+                               rtol=tolerance, atol=tolerance)
+
+
 @pytest.mark.parametrize("architecture", ["conv3d", "dense"])
 def test_calorimeter_gan_builds_trains_a_step_and_saves(architecture, tmp_path):
-    from ddsim_gan.models import load_generator
     from ddsim_gan.models.calorimeter import build_calorimeter_gan
     from ddsim_gan.models.networks import SeedHitFeatures
     from ddsim_gan.models.penalties import GroupedConservationPenalty
@@ -71,16 +87,7 @@ def test_calorimeter_gan_builds_trains_a_step_and_saves(architecture, tmp_path):
                       steps_per_epoch=1, verbose=0)
     assert all(np.isfinite(v[-1]) for v in history.history.values())
     assert {"conservation_sum_E", "conservation_nhits"} <= set(history.history)
-    generated = gan.generate(conditions[:8], seed=1)
-    assert generated.shape == (8, 3, 8, 8) and (generated >= 0).all() and generated.sum() > 0
-    np.testing.assert_array_equal(generated, gan.generate(conditions[:8], seed=1))
-    assert not np.array_equal(generated, gan.generate(conditions[:8], seed=2))
-    gan.sampler.save(tmp_path / "generator.keras")
-    reloaded = load_generator(tmp_path / "generator.keras")
-    noise = np.random.default_rng(0).standard_normal((2, gan.latent_dim)).astype("float32")
-    np.testing.assert_allclose(reloaded.predict([conditions[:2], noise], verbose=0),
-                               gan.sampler.predict([conditions[:2], noise], verbose=0),
-                               rtol=1e-5, atol=1e-5)
+    _draws_by_seed_and_reloads(gan, conditions, tmp_path, tolerance=1e-5)
 
 
 def test_conv3d_resize_upsampling_builds_and_generates():
@@ -525,7 +532,6 @@ def test_energy_split_sees_populations_that_the_category_mean_hides():
 def test_components_calorimeter_gan_trains_saves_and_draws_the_same_for_a_seed(tmp_path):
     """``architecture="components"``: parametric showers with the readout noise per layer,
     the dense critic and the grouped penalties; a step trains, the sampler saves and reloads."""
-    from ddsim_gan.models import load_generator
     from ddsim_gan.models.calorimeter import build_calorimeter_gan
     from ddsim_gan.models.components import ShowerComponentsHead
     from ddsim_gan.models.penalties import GroupedConservationPenalty
@@ -545,15 +551,7 @@ def test_components_calorimeter_gan_trains_saves_and_draws_the_same_for_a_seed(t
     gan.compile(jit_compile=False)
     history = gan.fit(_dataset(conditions, samples, 32), epochs=1, steps_per_epoch=1, verbose=0)
     assert all(np.isfinite(v[-1]) for v in history.history.values())
-    generated = gan.generate(conditions[:8], seed=1)
-    assert generated.shape == (8, 3, 8, 8) and (generated >= 0).all() and generated.sum() > 0
-    np.testing.assert_array_equal(generated, gan.generate(conditions[:8], seed=1))
-    gan.sampler.save(tmp_path / "generator.keras")
-    reloaded = load_generator(tmp_path / "generator.keras")
-    noise = np.random.default_rng(0).standard_normal((2, gan.latent_dim)).astype("float32")
-    np.testing.assert_allclose(reloaded.predict([conditions[:2], noise], verbose=0),
-                               gan.sampler.predict([conditions[:2], noise], verbose=0),
-                               rtol=1e-4, atol=1e-4)
+    _draws_by_seed_and_reloads(gan, conditions, tmp_path, tolerance=1e-4)
     with pytest.raises(ValueError, match="layer_sharpness"):
         build_calorimeter_gan(detector, conditions, samples, energy_condition="E_beam",
                               architecture="components", layer_sharpness="learned")
