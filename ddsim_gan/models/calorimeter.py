@@ -451,16 +451,11 @@ def _components_generator(detector, train_samples, encoder, latent_dim, hidden, 
     from . import components
 
     layer_axis = detector.axes.index("layer") if "layer" in (detector.axes or ()) else 0
-    noise = 0.0 if readout_noise is None else np.asarray(readout_noise, np.float32)
-    if np.ndim(noise) and np.size(noise) not in (1, detector.sample_shape[layer_axis]):
-        raise ValueError("build_calorimeter_gan: the components head takes one readout noise "
-                         "value or one per layer")
-    if np.ndim(noise) and np.size(noise) == 1:
-        noise = float(np.ravel(noise)[0])
-    head = components.ShowerComponentsHead(
+    noise = np.ravel(0.0 if readout_noise is None else readout_noise).astype(float)
+    head = components.ShowerComponentsHead(    # it checks one noise value or one per layer
         detector.sample_shape, layer_axis, detector.cell_size, n_components, energy_index,
         log_response, detector.threshold, response_spread,
-        noise if np.ndim(noise) == 0 else np.ravel(noise), 0.0, threshold_band,
+        float(noise[0]) if noise.size == 1 else noise, 0.0, threshold_band,
         name="energy_share", dtype="float32")
     generator = components.component_generator(latent_dim, encoder.output_width, head,
                                                hidden=hidden, discrete_latent=discrete_latent)
