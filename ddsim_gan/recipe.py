@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import contextvars
 import json
+import os
 import sys
 import time
 from dataclasses import dataclass
@@ -255,6 +256,50 @@ def save_model(gan, recipe: str, detector, args, **info) -> None:
     gan.save(out / "model.keras")
     gan.sampler.save(out / "generator.keras")
     write_run_info(recipe, detector, args, **info)
+
+
+def add_resampling_options(parser, candidates=8, events=60_000) -> None:
+    """The ``--resample-*`` options of :func:`resample_sampler`."""
+    parser.add_argument("--resample-candidates", type=int, default=candidates,
+                        help="draw K candidates per event and keep one, weighted by a "
+                             "classifier's density ratio reference / generated (sampling-"
+                             "importance resampling; 1 turns it off; default %(default)s)")
+    parser.add_argument("--resample-clip", type=float, default=3.0,
+                        help="bound of the log density ratio (default %(default)s)")
+    parser.add_argument("--resample-events", type=int, default=events,
+                        help="reference training events the classifier learns from, with as "
+                             "many generated ones (default %(default)s; the quick mode uses "
+                             "a twentieth)")
+
+
+def resample_sampler(gan, data: RecipeData, args, event_features, condition_features):
+    """Wrap ``gan.sampler`` in :func:`~ddsim_gan.models.resampling.resampled_sampler` with a
+    classifier trained on the last ``--resample-events`` training events (a twentieth in quick
+    mode); ``generator.keras`` becomes the resampled sampler and the generator alone is kept as
+    ``generator_alone.keras``. Returns ``(sampler, report)``; ``(gan.sampler, None)`` with
+    ``--resample-candidates 1``."""
+    from .models.resampling import resample_generator
+
+    k = args.resample_candidates
+    if k < 1 or not args.resample_clip > 0 or args.resample_events < 100:
+        raise SystemExit(f"--resample-candidates {k} (>= 1), --resample-clip "
+                         f"{args.resample_clip} (> 0) and --resample-events "
+                         f"{args.resample_events} (>= 100) are out of range")
+    if k == 1:
+        return gan.sampler, None
+    n = min(args.resample_events // (20 if args.quick else 1), len(data.train_conditions))
+    print(f"resampling: a density-ratio classifier on {n:,} reference and {n:,} generated "
+          f"events, then {k} candidates per event ...", flush=True)
+    sampler, report = resample_generator(
+        gan.sampler, event_features, condition_features, data.train_conditions[-n:],
+        data.train_samples[-n:], n_candidates=k, clip=args.resample_clip, seed=args.seed,
+        epochs=5 if args.quick else 30)
+    print(f"resampling: classifier validation AUC {report['validation_auc']:.3f} "
+          f"(cross-entropy {report['cross_entropy_before']:.3f} -> "
+          f"{report['cross_entropy_after']:.3f})", flush=True)
+    os.replace(args.output_dir / "generator.keras", args.output_dir / "generator_alone.keras")
+    sampler.save(args.output_dir / "generator.keras")
+    return sampler, report
 
 
 def write_run_info(recipe: str, detector, args, **info) -> None:

@@ -72,8 +72,16 @@ def _float32_losses(name):
     return _first_steps(name, "float32", steps=0)[0]
 
 
-@pytest.mark.parametrize("policy", ["mixed_float16", "mixed_bfloat16"])
-@pytest.mark.parametrize("family", FAMILIES)
+#: bfloat16 has no loss scale to go wrong: what it adds over float16 is the policy's other
+#: compute dtype, the same for every Keras layer, so it runs on the vector families and one
+#: image family (the DarkSHINE components generator) and not on the slow SiW / LHCb ECAL builds
+#: (about 110 s of the suite's two workers).
+BFLOAT16_FAMILIES = [name for name in FAMILIES if not name.startswith(("siw_", "lhcb_ecal"))]
+POLICIES = [(family, "mixed_float16") for family in FAMILIES] + [
+    (family, "mixed_bfloat16") for family in BFLOAT16_FAMILIES]
+
+
+@pytest.mark.parametrize("family,policy", POLICIES, ids=[f"{f}-{p}" for f, p in POLICIES])
 def test_mixed_precision_trains_every_recipe_model(family, policy):
     reference = _float32_losses(family)
     # float16: the MPD generator's loss scale needs 8 halvings to settle, each one a skipped

@@ -36,6 +36,28 @@ def test_quick_run_writes_metrics_model_and_export(quick_run):
     assert chosen == "final" or chosen.startswith("best epoch ")
 
 
+def test_quick_run_resamples_and_reports_the_generator_alone(quick_run):
+    import keras
+
+    import ddsim_gan.models  # noqa: F401  (registers the layers)
+
+    metrics = json.loads((quick_run / "metrics.json").read_text())
+    resampling = metrics["resampling"]
+    assert resampling["n_candidates"] == 8 and resampling["clip"] == 3.0
+    assert resampling["events_per_class"] == 3_000          # a twentieth of 60 000 in quick mode
+    assert 0.5 <= resampling["validation_auc"] <= 1.0
+    alone = {m["name"] for m in resampling["generator_alone"]}
+    # the quick mode leaves out the classifier of the generator alone (its 2-minute budget)
+    assert {"W1/sigma:E_total", "energy_centre_mean_shift_x", "FPD"} <= alone
+    assert "## Resampling" in (quick_run / "report.md").read_text()
+    sampler = keras.saving.load_model(quick_run / "generator.keras")
+    alone_model = keras.saving.load_model(quick_run / "generator_alone.keras")
+    width = alone_model.inputs[1].shape[-1]
+    assert sampler.inputs[1].shape[-1] == 8 * width + 8     # 8 candidates' noise + the choice
+    extra = quick_run / "saved_models" / "darkshine_nnls_cgan" / "1" / "assets.extra"
+    assert (extra / "generator_alone.keras").is_file()
+
+
 SERVE = textwrap.dedent("""
     import json, sys
     import numpy as np

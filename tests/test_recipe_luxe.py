@@ -25,9 +25,17 @@ def _run(out, *extra):
     return out
 
 
+#: ns: the tiny preset's particles arrive at 10 ns and later
+TIME_CUT = 10.05
+
+
 @pytest.fixture(scope="module")
 def split(tmp_path_factory):
-    return _run(tmp_path_factory.mktemp("luxe_split"))
+    """One tiny run for the whole module (each run costs about a minute): the split by radius,
+    with the inner region split again at ``TIME_CUT`` into prompt and delayed models, so the
+    plain region split and the time split are both exercised."""
+    return _run(tmp_path_factory.mktemp("luxe_split"), "--time-split", str(TIME_CUT),
+                "--time-split-regions", "inner")
 
 
 def test_region_bars_and_fractions(split):
@@ -44,7 +52,8 @@ def test_region_bars_and_fractions(split):
         assert row["bar"] is None and row["value"] >= 0 and row["extra"]["n"] >= 100
     # the regions are mixed in the reference proportions: fractions match (statistically)
     assert rows["region_fraction_inner"]["value"] < 4 * rows["region_fraction_inner"]["error"]
-    assert metrics["mode"] == "split" and "inner max KL" in metrics["split_summary"]
+    assert metrics["mode"] == f"split, inner split at {TIME_CUT:g} ns"
+    assert "inner max KL" in metrics["split_summary"]
     assert metrics["comparison"]["rows"][1]["name"] == "library"
     assert "## Split learning" in (split / "report.md").read_text()
 
@@ -66,7 +75,7 @@ def test_no_split_comparison_table(split):
 def test_kl_per_feature_logged_every_epoch_in_tensorboard(split):
     import tensorflow as tf
 
-    for region in ("inner", "outer"):
+    for region in ("inner_prompt", "inner_delayed", "outer"):
         files = list((split / f"region_{region}" / "logs" / "physics").glob("events.out.*"))
         assert files, region
         tags = {}
@@ -94,18 +103,17 @@ def test_one_savedmodel_for_the_mixture(split):
     inner = np.hypot(samples[:, 0].astype(float), samples[:, 1].astype(float)) < 100.0
     for species in range(4):
         assert inner[species * 500:(species + 1) * 500].mean() == pytest.approx(
-            fractions[species][0], abs=0.1)
+            fractions[species][0] + fractions[species][1], abs=0.1)     # prompt + delayed
 
 
-def test_time_split_trains_prompt_and_delayed_models_and_mixes_them(tmp_path):
+def test_time_split_trains_prompt_and_delayed_models_and_mixes_them(split):
     """--time-split: the inner region's prompt and delayed particles get their own models, mixed
     in the training proportions; a prompt model cannot draw beyond the cut (its quantile table
     ends below it) nor a delayed one before it, so the generated fraction of inner particles
     beyond the cut per species is the mixture's choice."""
     import tensorflow as tf
 
-    cut = 10.05  # ns: the tiny preset's particles arrive at 10 ns and later
-    out = _run(tmp_path / "tsplit", "--time-split", str(cut), "--time-split-regions", "inner")
+    cut, out = TIME_CUT, split
     regions = json.loads((out / "regions.json").read_text())
     assert regions["names"] == ["inner_prompt", "inner_delayed", "outer"]
     for name in regions["names"]:

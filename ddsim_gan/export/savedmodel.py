@@ -150,6 +150,9 @@ def export_savedmodel(sampler, base_dir, name, version=None, *, latent_dim, n_co
              "spectrum": spectrum.to_dict() if spectrum is not None else None}, indent=1))
         if keras_file is not None:
             shutil.copyfile(keras_file, extra / "generator.keras")
+            alone = Path(keras_file).with_name("generator_alone.keras")
+            if alone.is_file():     # a resampled sampler's generator, for speed benchmarks
+                shutil.copyfile(alone, extra / "generator_alone.keras")
         if target.exists():  # move the old version aside so the swap is two renames
             os.replace(target, retired)
         os.replace(staging, target)
@@ -165,7 +168,8 @@ def export_run(run_dir, base_dir, name=None, version=None, *, overwrite=False) -
     ``run_dir`` holds ``generator.keras`` (the sampler), ``run.json`` (recipe, detector, units,
     condition names) and, for models with a fitted condition spectrum, ``spectrum.json``. The
     ``.keras`` file is copied to ``assets.extra/generator.keras`` (TF Serving ignores that folder),
-    so one directory carries the serving graph and the backend-independent Keras model.
+    so one directory carries the serving graph and the backend-independent Keras model (and,
+    for a resampled sampler, ``generator_alone.keras``: its generator without the resampling).
     """
     from ..models import load_generator
     from ..models.spectrum import ConditionSpectrum

@@ -15,6 +15,7 @@ from ..data import geometry_encoders as _geometry_encoders  # noqa: F401
 from . import heads as _heads  # noqa: F401
 from . import regions as _regions  # noqa: F401  (region mixture; also imports chain)
 from . import chain as _chain  # noqa: F401  (NoiseSlice; auto-regressive chain)
+from . import resampling as _resampling  # noqa: F401  (classifier-weighted resampling)
 
 _LAZY = {"ConditionalGAN": "gan", "build_conditional_gan": "builders",
          "build_vector_gan": "builders", "AutoregressiveChain": "chain",
