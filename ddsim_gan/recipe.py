@@ -258,7 +258,7 @@ def save_model(gan, recipe: str, detector, args, **info) -> None:
     write_run_info(recipe, detector, args, **info)
 
 
-def add_resampling_options(parser, candidates=8, events=60_000) -> None:
+def add_resampling_options(parser, candidates=8, events=40_000) -> None:
     """The ``--resample-*`` options of :func:`resample_sampler`."""
     parser.add_argument("--resample-candidates", type=int, default=candidates,
                         help="draw K candidates per event and keep one, weighted by a "

@@ -85,6 +85,28 @@ def threshold_ties(detector):
             for label in ("K", "p")]
 
 
+def ring_ties(detector):
+    """Keyword arguments of :class:`~ddsim_gan.models.heads.RingTiesHead` from the reference
+    simulator's radiators: every hypothesis' and the pion's threshold per radiator, and the eta
+    beyond which each radiator's acceptance (a smoothstep over ``ACCEPTANCE_EDGE_WIDTH`` around
+    its edges) is exactly zero."""
+    from ddsim_gan.detectors.lhcb_rich import (ACCEPTANCE_EDGE_WIDTH, MASSES_GEV, RADIATORS,
+                                               SPECIES, cherenkov_threshold)
+
+    names = detector.sample_names
+
+    def thresholds(label):
+        return [float(cherenkov_threshold(MASSES_GEV[SPECIES.index(label)], r.index))
+                for r in RADIATORS]
+
+    half = 0.5 * ACCEPTANCE_EDGE_WIDTH
+    return dict(hypotheses=[(names.index(f"RichDLL{label.lower()}"), thresholds(label))
+                            for label in ("e", "mu", "K", "p")],
+                below_column=names.index("RichDLLbt"), pion_thresholds=thresholds("pi"),
+                acceptance=[(r.eta_low - half, r.eta_high + half) for r in RADIATORS],
+                momentum_index=0, eta_index=ETA_INDEX)
+
+
 def _extra(parser):
     parser.add_argument("--model", choices=MODELS, default="quantile",
                         help="quantile: the GAN learns the DLLs in their marginal quantile units "
@@ -108,6 +130,11 @@ def _extra(parser):
     parser.add_argument("--no-ties", action="store_true",
                         help="let the generator learn RichDLLk/p == RichDLLbt below the kaon/"
                         "proton Cherenkov thresholds instead of imposing it in the output head")
+    parser.add_argument("--ties", choices=("rings", "momentum"), default="rings",
+                        help="quantile model: impose the ties and zeros of every hypothesis "
+                        "without a ring in either radiator, from P and eta (rings, default), "
+                        "or only RichDLLk/p == RichDLLbt below the C4F10 thresholds in P "
+                        "(momentum, the head before 2026-12-06)")
     for key, text in (("n_test", "tracks for the standard evaluation"),
                       ("n_val", "quantile model: validation tracks (per-epoch metrics, "
                        "model choice)"),
@@ -272,7 +299,7 @@ def train_quantile(detector, data, settings, args, val_conditions, val_samples):
     from ddsim_gan.data.preprocessing import ConditionEncoder
     from ddsim_gan.evaluation import MetricMonitor
     from ddsim_gan.models.builders import build_vector_gan
-    from ddsim_gan.models.heads import QuantileHead, ThresholdTieHead
+    from ddsim_gan.models.heads import QuantileHead, RingTiesHead, ThresholdTieHead
 
     out = args.output_dir
     continuous = [not c.is_categorical for c in detector.conditions]
@@ -285,7 +312,10 @@ def train_quantile(detector, data, settings, args, val_conditions, val_samples):
                         n_categories=len(detector.conditions[SPECIES_INDEX].labels)))
     n_outputs = len(detector.sample_names)
     head = None
-    if not args.no_ties:
+    if not args.no_ties and args.ties == "rings":
+        head = RingTiesHead(n_outputs, name="threshold_ties", dtype="float32",
+                            **ring_ties(detector), **per_species)
+    elif not args.no_ties:
         head = ThresholdTieHead(n_outputs, threshold_ties(detector), name="threshold_ties",
                                 dtype="float32", **per_species)
     elif per_species:

@@ -21,6 +21,8 @@ def test_quick_benchmark_writes_every_section(quick_run, tmp_path, capsys):
     assert [row["batch"] for row in generation["rows"]] == [1, 10, 100]
     assert all(row["savedmodel_per_s"] > 0 and row["keras_per_s"] > 0
                for row in generation["rows"])
+    # the recipe resamples 8 candidates per shower: its generator alone is timed beside it
+    assert all(row["generator_alone_per_s"] > 0 for row in generation["rows"])
     # a dense/factorized generator of ~1e6 weights does ~2 FLOPs per weight per sample
     assert 1e5 < generation["flops_per_sample"] < 1e8
     pipeline = result["input_pipeline"]

@@ -1,5 +1,10 @@
 """Sampling-importance resampling by a classifier's density ratio (ddsim_gan.models.resampling)."""
 
+import importlib.util
+import os
+import subprocess
+import sys
+
 import keras
 import numpy as np
 import pytest
@@ -70,13 +75,13 @@ def _shifted_sampler(shift):
 
 def test_resampling_moves_a_shifted_generator_onto_the_reference(tmp_path):
     rng = np.random.default_rng(2)
-    n = 20_000
+    n = 12_000
     conditions = rng.uniform(0.0, 5.0, (n, 1)).astype(np.float32)
     reference = (conditions + rng.standard_normal((n, 1))).astype(np.float32)
     sampler = _shifted_sampler(0.5)
     event_features, condition_features = R.VectorFeatures([3.0]), R.ConditionFeatures(1)
     classifier, report = R.fit_ratio_classifier(
-        sampler, event_features, condition_features, conditions, reference, seed=3, epochs=8,
+        sampler, event_features, condition_features, conditions, reference, seed=3, epochs=6,
         hidden=(32, 32))
     assert report["cross_entropy_after"] < report["cross_entropy_before"]
     assert 0.58 < report["validation_auc"] < 0.68      # N(0, 1) against N(0.5, 1): 0.638
@@ -99,3 +104,58 @@ def test_resampled_sampler_needs_two_candidates():
     with pytest.raises(ValueError, match="at least 2"):
         R.resampled_sampler(sampler, R.VectorFeatures([1.0]), R.ConditionFeatures(1),
                             R.ratio_classifier(2, np.zeros(2), np.ones(2)), 1)
+
+
+JAX_SCRIPT = """
+import sys
+import numpy as np
+import keras
+import ddsim_gan.models  # registers the custom layers
+assert keras.backend.backend() == "jax", keras.backend.backend()
+inputs = np.load(sys.argv[1])
+model = keras.saving.load_model(sys.argv[3])
+np.save(sys.argv[2], np.asarray(model([inputs["conditions"], inputs["noise"]], training=False)))
+"""
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(importlib.util.find_spec("jax") is None, reason="jax is not installed")
+def test_a_resampled_calorimeter_sampler_serves_and_loads_under_jax(tmp_path):
+    """The DarkSHINE kind of sampler (shower components), resampled: its SavedModel gives the
+    Keras model's samples for the served noise, and its .keras file the same under JAX."""
+    import tensorflow as tf
+
+    from conftest import MiniCalo, tiny_conditional_gan
+    from ddsim_gan.export.savedmodel import export_savedmodel, serving_noise
+
+    detector = MiniCalo()
+    sampler = tiny_conditional_gan("components").sampler
+    features = R.CalorimeterFeatures(detector.sample_shape, layer_axis=2,
+                                     unit=detector.threshold)
+    n_inputs = 3 * 3 + 6 + 1
+    keras.utils.set_random_seed(4)
+    classifier = R.ratio_classifier(n_inputs, np.zeros(n_inputs), np.ones(n_inputs),
+                                    hidden=(8,))
+    resampled = R.resampled_sampler(sampler, features, R.ConditionFeatures(1, log_columns=[0]),
+                                    classifier, 4)
+    keras_file = tmp_path / "resampled.keras"
+    resampled.save(keras_file)
+    width = int(resampled.inputs[1].shape[-1])
+    assert width == 4 * int(sampler.inputs[1].shape[-1]) + 4
+    version = export_savedmodel(resampled, tmp_path / "models", "resampled", 1,
+                                latent_dim=width, n_conditions=1, keras_file=keras_file)
+    conditions = np.linspace(100.0, 1000.0, 32, dtype=np.float32)[:, None]
+    noise = serving_noise(len(conditions), width, 11).numpy()
+    served = tf.saved_model.load(str(version)).signatures["serving_default"](
+        conditions=tf.constant(conditions), seed=tf.constant(11, tf.int64))["samples"].numpy()
+    expected = np.asarray(resampled([conditions, noise]))
+    np.testing.assert_allclose(served, expected, rtol=1e-5, atol=1e-6 * expected.max())
+    np.savez(tmp_path / "inputs.npz", conditions=conditions, noise=noise)
+    (tmp_path / "run.py").write_text(JAX_SCRIPT)
+    completed = subprocess.run(
+        [sys.executable, str(tmp_path / "run.py"), str(tmp_path / "inputs.npz"),
+         str(tmp_path / "out.npy"), str(keras_file)],
+        env={**os.environ, "KERAS_BACKEND": "jax"}, capture_output=True, text=True, timeout=120)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    np.testing.assert_allclose(np.load(tmp_path / "out.npy"), expected, rtol=1e-5,
+                               atol=1e-6 * expected.max())

@@ -44,7 +44,7 @@ def test_quick_run_resamples_and_reports_the_generator_alone(quick_run):
     metrics = json.loads((quick_run / "metrics.json").read_text())
     resampling = metrics["resampling"]
     assert resampling["n_candidates"] == 8 and resampling["clip"] == 3.0
-    assert resampling["events_per_class"] == 3_000          # a twentieth of 60 000 in quick mode
+    assert resampling["events_per_class"] == 2_000          # a twentieth of 40 000 in quick mode
     assert 0.5 <= resampling["validation_auc"] <= 1.0
     alone = {m["name"] for m in resampling["generator_alone"]}
     # the quick mode leaves out the classifier of the generator alone (its 2-minute budget)

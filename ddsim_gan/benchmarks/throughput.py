@@ -69,6 +69,10 @@ def generation_throughput(model_dir, batch_sizes=(1, 100, 10_000), repeats=5,
     keras_path = model_dir / "assets.extra" / "generator.keras"
     sampler = keras.saving.load_model(keras_path) if keras_path.is_file() else None
     keras_call = tf.function(lambda c, z: sampler([c, z], training=False)) if sampler else None
+    # a resampled sampler (K candidates per sample) ships its generator alone beside it
+    alone_path = model_dir / "assets.extra" / "generator_alone.keras"
+    alone = keras.saving.load_model(alone_path) if alone_path.is_file() else None
+    alone_call = tf.function(lambda c, z: alone([c, z], training=False)) if alone else None
     rng = np.random.default_rng(0)
     rows = []
     for batch in batch_sizes:
@@ -82,6 +86,11 @@ def generation_throughput(model_dir, batch_sizes=(1, 100, 10_000), repeats=5,
             z = tf.random.stateless_normal([batch, meta["latent_dim"]], seed=[5, 6])
             row["keras_per_s"] = batch / _median_seconds(
                 lambda: keras_call(c, z).numpy(), repeats)
+        if alone_call is not None:
+            z_alone = tf.random.stateless_normal([batch, int(alone.inputs[1].shape[-1])],
+                                                 seed=[5, 6])
+            row["generator_alone_per_s"] = batch / _median_seconds(
+                lambda: alone_call(c, z_alone).numpy(), repeats)
         rows.append(row)
     largest = max(batch_sizes)
     # The profiler does not look inside the signature's nested function call, so the FLOPs are

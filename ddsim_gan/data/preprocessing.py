@@ -119,9 +119,16 @@ class QuantileTransform(InvertibleTransform):
                 np.repeat(np.linspace(-1.0, 1.0, self.n_quantiles)[:, None], self.n_features, 1)))
 
     def adapt(self, data):
+        """The table from ``data`` ``[n, n_features]``; NaN entries are left out of their
+        column (a column's values where the model imposes them, e.g.)."""
         data = np.asarray(data, dtype=np.float64).reshape(-1, self.n_features)
         levels = np.linspace(0.0, 1.0, self.n_quantiles)
-        self.quantiles.assign(np.quantile(data, levels, axis=0).astype("float32"))
+        missing = np.isnan(data)
+        if missing.all(axis=0).any():
+            raise ValueError(f"QuantileTransform.adapt: column(s) "
+                             f"{np.flatnonzero(missing.all(axis=0)).tolist()} have no values")
+        quantile = np.nanquantile if missing.any() else np.quantile
+        self.quantiles.assign(quantile(data, levels, axis=0).astype("float32"))
         return self
 
     def _level(self, x, j):
