@@ -130,11 +130,11 @@ def _extra(parser):
     parser.add_argument("--no-ties", action="store_true",
                         help="let the generator learn RichDLLk/p == RichDLLbt below the kaon/"
                         "proton Cherenkov thresholds instead of imposing it in the output head")
-    parser.add_argument("--ties", choices=("rings", "momentum"), default="rings",
-                        help="quantile model: impose the ties and zeros of every hypothesis "
-                        "without a ring in either radiator, from P and eta (rings, default), "
-                        "or only RichDLLk/p == RichDLLbt below the C4F10 thresholds in P "
-                        "(momentum, the head before 2026-12-06)")
+    parser.add_argument("--ties", choices=("momentum", "rings"), default="momentum",
+                        help="quantile model: impose RichDLLk/p == RichDLLbt below the C4F10 "
+                        "thresholds in P (momentum, default), or the ties and zeros of every "
+                        "hypothesis without a ring in either radiator, from P and eta (rings; "
+                        "docs/lhcb_rich_gan.md, 2026-12-06)")
     for key, text in (("n_test", "tracks for the standard evaluation"),
                       ("n_val", "quantile model: validation tracks (per-epoch metrics, "
                        "model choice)"),

@@ -37,7 +37,8 @@ class MiniCalo(Detector):
 
 # Files that share the session's DarkSHINE quick run; under pytest-xdist they go to one worker so the
 # 80-second recipe runs once, and every other file stays whole so its module fixtures run once too.
-QUICK_RUN_FILES = {"test_benchmark.py", "test_cli.py", "test_recipe_darkshine.py"}
+QUICK_RUN_FILES = {"test_benchmark.py", "test_cli.py", "test_recipe_darkshine.py",
+                   "test_tool_resample_generator.py"}
 
 
 @pytest.hookimpl(tryfirst=True)   # before xdist reads the groups

@@ -87,7 +87,7 @@ def lhcb_rich(seed=0):
     from ddsim_gan import detectors
     from ddsim_gan.data.preprocessing import ConditionEncoder
     from ddsim_gan.models.builders import build_vector_gan
-    from ddsim_gan.models.heads import RingTiesHead
+    from ddsim_gan.models.heads import ThresholdTieHead
 
     module = recipe_module("lhcb_rich_gan")
     detector = detectors.get("lhcb_rich")
@@ -95,10 +95,9 @@ def lhcb_rich(seed=0):
     continuous = [not c.is_categorical for c in detector.conditions]
     encoder = ConditionEncoder.for_detector(detector, quantile=continuous,
                                             name="condition_encoder", dtype="float32")
-    head = RingTiesHead(len(detector.sample_names), name="threshold_ties", dtype="float32",
-                        category_index=module.SPECIES_INDEX, n_categories=5,
-                        **module.ring_ties(detector))
-    head.adapt(data.train_samples, data.train_conditions)
+    head = ThresholdTieHead(len(detector.sample_names), module.threshold_ties(detector),
+                            name="threshold_ties", dtype="float32")
+    head.adapt(data.train_samples)
     options = {**module.ARCHITECTURE, "generator_hidden": (16,), "critic_hidden": (16,)}
     gan = build_vector_gan(encoder, data.train_conditions, data.train_samples, seed=seed,
                            n_quantiles=32, output_head=head, **options)

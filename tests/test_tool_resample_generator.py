@@ -1,0 +1,60 @@
+"""tools/resample_generator.py: the resampling stage added to a generator exported before it."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from conftest import ROOT
+
+pytestmark = pytest.mark.slow
+
+
+def test_resampling_an_exported_generator_gives_a_run_that_exports(quick_run, tmp_path):
+    import tensorflow as tf
+
+    import shutil
+
+    # a run as the recipe leaves it without resampling: the quick run's generator alone
+    alone = tmp_path / "alone_run"
+    alone.mkdir()
+    shutil.copyfile(quick_run / "generator_alone.keras", alone / "generator.keras")
+    for name in ("run.json", "spectrum.json"):
+        shutil.copyfile(quick_run / name, alone / name)
+    out = tmp_path / "resampled"
+    completed = subprocess.run(
+        [sys.executable, str(ROOT / "tools" / "resample_generator.py"), str(alone),
+         "--output-dir", str(out), "--n-train", "3000", "--n-test", "800", "--events", "1500",
+         "--candidates", "3"], capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
+    assert "| classifier_auc |" in completed.stdout
+    report = json.loads((out / "resampling.json").read_text())
+    assert report["n_candidates"] == 3 and report["events_per_class"] == 1500
+    assert {"resampled", "generator alone"} == set(report["metrics"])
+    run = json.loads((out / "run.json").read_text())
+    assert run["recipe"] == "darkshine_nnls_cgan" and run["resampled_from"] == str(alone)
+    assert (out / "spectrum.json").is_file() and (out / "generator_alone.keras").is_file()
+
+    from ddsim_gan.export import export_run
+
+    version = export_run(out, tmp_path / "models")
+    serve = tf.saved_model.load(str(version)).signatures["serving_default"]
+    conditions = tf.constant([[500.0], [4000.0]] * 4, tf.float32)
+    a = serve(conditions=conditions, seed=tf.constant(3, tf.int64))["samples"].numpy()
+    b = serve(conditions=conditions, seed=tf.constant(3, tf.int64))["samples"].numpy()
+    assert a.shape == (8, 20, 20, 11) and np.isfinite(a).all() and (a == b).all()
+    info = json.loads((version / "assets.extra" / "ddsim_gan.json").read_text())
+    eight = json.loads((quick_run / "saved_models" / "darkshine_nnls_cgan" / "1" /
+                        "assets.extra" / "ddsim_gan.json").read_text())["latent_dim"]
+    assert info["latent_dim"] == 3 * (eight - 8) // 8 + 3     # 3 candidates' noise + choice
+
+
+def test_a_directory_without_a_generator_is_refused(tmp_path):
+    completed = subprocess.run(
+        [sys.executable, str(ROOT / "tools" / "resample_generator.py"), str(tmp_path),
+         "--output-dir", str(tmp_path / "out")], capture_output=True, text=True, timeout=300,
+        cwd=ROOT)
+    assert completed.returncode != 0 and "no generator.keras" in completed.stderr
+    assert "Traceback" not in completed.stderr
