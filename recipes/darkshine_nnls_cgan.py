@@ -237,7 +237,7 @@ def resampling_notes(result, alone, resampling) -> list[str]:
              f"trained on {resampling['events_per_class']:,} reference and as many generated "
              f"training showers (validation AUC {resampling['validation_auc']:.3f}: how well "
              "it tells the generator alone from the reference).", "",
-             "| metric | resampled (shipped) | generator alone | bar |", "|---|---|---|---|"]
+             "| metric | resampled (exported) | generator alone | bar |", "|---|---|---|---|"]
     for name in (*BARS, "W1/sigma:n_hits", "FPD"):
         if name in with_k and name in without:
             bar = with_k[name].get("bar")
