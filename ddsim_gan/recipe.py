@@ -161,7 +161,8 @@ def best_generator_path(args, name: str = "best_generator.keras"):
 
 
 def wgan_optimizers(settings, learning_rate=2e-4, betas=(0.5, 0.9), final_fraction=0.1,
-                    generator_fraction=1.0, observable_critic_lr_factor=None) -> dict:
+                    generator_fraction=1.0, observable_critic_lr_factor=None,
+                    critic_updates_per_step=1) -> dict:
     """One Adam per network (Gulrajani et al.'s betas), the learning rate decaying along a cosine
     to ``final_fraction`` over the planned steps, and a moving average of the generator's
     weights over about the last tenth of them, at most 1000 steps (finalized into the generator
@@ -171,8 +172,17 @@ def wgan_optimizers(settings, learning_rate=2e-4, betas=(0.5, 0.9), final_fracti
     ``observable_critic_lr_factor`` (> 0) also ``observable_critic_optimizer``, for the second
     critic on the observables (:mod:`ddsim_gan.models.observable_critic`), at that many times
     ``learning_rate``: its few inputs let it keep up with a faster rate, and at the image
-    critic's its Wasserstein estimate went negative (LHCb ECAL, docs/lhcb_ecal_aux_gan.md)."""
+    critic's its Wasserstein estimate went negative (LHCb ECAL, docs/lhcb_ecal_aux_gan.md).
+
+    Each schedule counts its own optimizer's updates. The image critic is updated
+    ``critic_steps`` times per training step: pass that as ``critic_updates_per_step`` for its
+    decay to span the whole run. Left at 1 (the recipes tuned before 2026-12-07, and what
+    their shipped models were trained with), a 4-step critic's rate reaches its floor after a
+    quarter of the run. The schedules are :class:`~ddsim_gan.schedules.ShortenableCosineDecay`:
+    under a time limit, ``training.fit`` ends their decay with the last epoch the limit allows."""
     import keras
+
+    from .schedules import ShortenableCosineDecay
 
     if observable_critic_lr_factor is not None and not observable_critic_lr_factor > 0:
         raise SystemExit(f"--observable-critic-lr-factor {observable_critic_lr_factor}: "
@@ -181,13 +191,18 @@ def wgan_optimizers(settings, learning_rate=2e-4, betas=(0.5, 0.9), final_fracti
     steps = settings["epochs"] * settings["steps_per_epoch"]
     ema_momentum = min(0.999, max(0.0, 1.0 - 10.0 / steps))  # >= 0 for runs under 10 steps
 
-    def schedule(rate=learning_rate):
-        return keras.optimizers.schedules.CosineDecay(rate, steps, alpha=final_fraction)
+    if not (isinstance(critic_updates_per_step, int) and critic_updates_per_step >= 1):
+        raise ValueError(f"critic_updates_per_step must be a positive integer, "
+                         f"got {critic_updates_per_step!r}")
+
+    def schedule(rate=learning_rate, updates_per_step=1):
+        return ShortenableCosineDecay(rate, steps * updates_per_step, alpha=final_fraction)
 
     optimizers = {"generator_optimizer": keras.optimizers.Adam(
                       schedule(learning_rate * generator_fraction), *betas, use_ema=True,
                       ema_momentum=ema_momentum),
-                  "critic_optimizer": keras.optimizers.Adam(schedule(), *betas)}
+                  "critic_optimizer": keras.optimizers.Adam(
+                      schedule(updates_per_step=critic_updates_per_step), *betas)}
     if observable_critic_lr_factor is not None:
         optimizers["observable_critic_optimizer"] = keras.optimizers.Adam(
             schedule(learning_rate * observable_critic_lr_factor), *betas)
@@ -256,6 +271,22 @@ def save_model(gan, recipe: str, detector, args, **info) -> None:
     gan.save(out / "model.keras")
     gan.sampler.save(out / "generator.keras")
     write_run_info(recipe, detector, args, **info)
+
+
+def add_critic_schedule_option(parser, default="legacy") -> None:
+    """``--critic-schedule``: how :func:`wgan_optimizers` counts the image critic's decay."""
+    parser.add_argument("--critic-schedule", choices=("whole-run", "legacy"), default=default,
+                        help="whole-run: the critic's learning rate decays over the whole "
+                             "run, counted in its own updates (critic_steps per step); "
+                             "legacy: over the generator's step count, so a 4-step critic "
+                             "reaches its floor after a quarter of the run (the models "
+                             "shipped before 2026-12-07 were trained so; default "
+                             "%(default)s)")
+
+
+def critic_updates_per_step(args, gan) -> int:
+    """:func:`wgan_optimizers`' ``critic_updates_per_step`` for ``--critic-schedule``."""
+    return gan.critic_steps if args.critic_schedule == "whole-run" else 1
 
 
 def add_resampling_options(parser, candidates=8, events=40_000) -> None:

@@ -6,7 +6,8 @@
   same weights as a run never interrupted, see :class:`ResumableBackup`).
 * :class:`StopOnNonFinite` stops at the first NaN/inf loss with a message naming the step and the
   loss term, *before* anything overwrites the last good checkpoint.
-* :class:`TimeLimit` ends training cleanly after a wall-clock budget.
+* :class:`TimeLimit` ends training cleanly after a wall-clock budget, and
+  :class:`~ddsim_gan.schedules.ScheduleToTimeLimit` ends the learning-rate decay with it.
 * :class:`FinalizeAverages` puts the moving-average weights into the networks at the end.
 """
 
@@ -22,6 +23,8 @@ from pathlib import Path
 
 import keras
 import numpy as np
+
+from .schedules import ScheduleToTimeLimit
 
 
 class TrainingDivergedError(RuntimeError):
@@ -375,7 +378,7 @@ def fit(model, dataset, *, epochs, steps_per_epoch, output_dir, validation_data=
     guards = [StopOnNonFinite(), backup,
               keras.callbacks.TensorBoard(str(output_dir / "logs"), write_graph=False)]
     if time_limit_minutes:
-        guards.append(TimeLimit(time_limit_minutes))
+        guards += [ScheduleToTimeLimit(time_limit_minutes), TimeLimit(time_limit_minutes)]
     guards.append(FinalizeAverages())
     return model.fit(dataset, epochs=epochs, steps_per_epoch=steps_per_epoch,
                      validation_data=validation_data, callbacks=[*guards, *callbacks], shuffle=False,

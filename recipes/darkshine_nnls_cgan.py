@@ -89,13 +89,15 @@ def main(argv=None):
         parser.add_argument("--observable-critic-lr-factor", type=float, default=1.0,
                             help="with --observable-critic-weight: the second critic's "
                                  "learning rate over the image critic's")
-        parser.add_argument("--observable-features", choices=("plain", "shares"),
-                            default="shares",
+        parser.add_argument("--observable-features",
+                            choices=("plain", "shares", "concentration"), default="shares",
                             help="with --observable-critic-weight: what the second critic "
                                  "sees besides the energy; plain: the observables; shares "
                                  "(default): also each layer's share of the event's energy "
                                  "and log(1 + E_layer / 1 MeV), so low-energy showers' layers "
-                                 "are not all within a fraction of a sigma of zero")
+                                 "are not all within a fraction of a sigma of zero; "
+                                 "concentration: the shares and each layer's share of its "
+                                 "energy in its hottest crystal")
         parser.add_argument("--threshold-band", type=float, default=0.5,
                             help="components: pass the gradient straight through for cells "
                                  "within this fraction below the readout threshold")
@@ -105,6 +107,7 @@ def main(argv=None):
                                  "recoil electron to x = 120 GeV mm / E), d learned per event, "
                                  "component and layer (default %(default)g); 0 turns it off")
 
+        recipe.add_critic_schedule_option(parser)
         recipe.add_resampling_options(parser)
 
     args = recipe.parse_args(RECIPE, __doc__, argv, extra=options)
@@ -121,7 +124,8 @@ def main(argv=None):
     from ddsim_gan.evaluation import MetricMonitor, evaluate
     from ddsim_gan.models.builders import build_conditional_gan
     from ddsim_gan.models.binned_moments import BinnedObservableMomentPenalty
-    from ddsim_gan.models.observable_critic import (ShowerObservablesWithShares,
+    from ddsim_gan.models.observable_critic import (ShowerObservablesWithConcentration,
+                                                    ShowerObservablesWithShares,
                                                     with_observable_critic)
     from ddsim_gan.models.penalties import NNLSPenalty, ShowerMomentPenalty
     from ddsim_gan.models.resampling import CalorimeterFeatures, ConditionFeatures, generate
@@ -158,7 +162,8 @@ def main(argv=None):
                                 deflection_energy=args.deflection_mev)
     if args.observable_critic_weight > 0:
         kind = {"plain": ShowerMomentPenalty,
-                "shares": ShowerObservablesWithShares}[args.observable_features]
+                "shares": ShowerObservablesWithShares,
+                "concentration": ShowerObservablesWithConcentration}[args.observable_features]
         observables = kind.for_detector(detector, weight=0.0, hits=True)
         gan = with_observable_critic(gan, observables, data.train_samples,
                                      data.train_conditions, weight=args.observable_critic_weight)
@@ -166,7 +171,8 @@ def main(argv=None):
     gan.compile(**recipe.wgan_optimizers(
                     settings, learning_rate=2e-4, observable_critic_lr_factor=(
                         args.observable_critic_lr_factor if args.observable_critic_weight > 0
-                        else None)),
+                        else None),
+                    critic_updates_per_step=recipe.critic_updates_per_step(args, gan)),
                 jit_compile=not args.no_jit and args.architecture != "components")
     # physics metrics and sample images in TensorBoard (OUTPUT_DIR/logs/physics) during training;
     # the generator with the best mean W1/sigma over the shower observables is kept (ATLAS

@@ -108,6 +108,8 @@ def ring_ties(detector):
 
 
 def _extra(parser):
+    from ddsim_gan import recipe
+
     parser.add_argument("--model", choices=MODELS, default="quantile",
                         help="quantile: the GAN learns the DLLs in their marginal quantile units "
                         "(default); standardized: standardized at their conditions")
@@ -135,6 +137,7 @@ def _extra(parser):
                         "thresholds in P (momentum, default), or the ties and zeros of every "
                         "hypothesis without a ring in either radiator, from P and eta (rings; "
                         "docs/lhcb_rich_gan.md, 2026-12-06)")
+    recipe.add_critic_schedule_option(parser)
     for key, text in (("n_test", "tracks for the standard evaluation"),
                       ("n_val", "quantile model: validation tracks (per-epoch metrics, "
                        "model choice)"),
@@ -279,8 +282,10 @@ def train_standardized(detector, data, settings, args):
         additive_conditions=(ETA_INDEX,) if args.eta_knots else (),
         n_additive_knots=max(args.eta_knots, 2), **ARCHITECTURE)
     gan = chain.links[0]
-    gan.compile(**recipe.wgan_optimizers(settings, learning_rate=args.learning_rate,
-                                         generator_fraction=args.generator_lr_fraction),
+    gan.compile(**recipe.wgan_optimizers(
+                    settings, learning_rate=args.learning_rate,
+                    generator_fraction=args.generator_lr_fraction,
+                    critic_updates_per_step=recipe.critic_updates_per_step(args, gan)),
                 jit_compile=not args.no_jit)
     conditions, residual = chain.link_data(data.train_conditions, data.train_samples, 0)
     history = recipe.train_arrays(gan, conditions, residual, settings, args)
@@ -324,8 +329,10 @@ def train_quantile(detector, data, settings, args, val_conditions, val_samples):
         head.adapt(data.train_samples, data.train_conditions)
     gan = build_vector_gan(encoder, data.train_conditions, data.train_samples, seed=args.seed,
                            name="lhcb_rich_gan", output_head=head, **ARCHITECTURE)
-    gan.compile(**recipe.wgan_optimizers(settings, learning_rate=args.learning_rate,
-                                         generator_fraction=args.generator_lr_fraction),
+    gan.compile(**recipe.wgan_optimizers(
+                    settings, learning_rate=args.learning_rate,
+                    generator_fraction=args.generator_lr_fraction,
+                    critic_updates_per_step=recipe.critic_updates_per_step(args, gan)),
                 jit_compile=not args.no_jit)
     best_path, resuming = recipe.best_generator_path(args)
     monitor = MetricMonitor(detector, val_conditions, val_samples, every=1,

@@ -183,6 +183,29 @@ def test_layer_shares_and_logs_by_hand():
         ShowerObservablesWithShares.for_detector(detector, weight=0.0, log_unit=0.0)
 
 
+def test_hottest_cell_shares_by_hand():
+    """ShowerObservablesWithConcentration: the shares' observables, then per layer the share
+    of its energy in its hottest cell (0 for an empty layer)."""
+    from ddsim_gan.models.observable_critic import (ShowerObservablesWithConcentration,
+                                                    ShowerObservablesWithShares)
+
+    detector = MiniCalo()
+    showers = np.zeros((2,) + detector.sample_shape, np.float32)
+    showers[0, 1, 1] = [60.0, 30.0, 10.0]
+    showers[0, 2, 1, 0] = 40.0                       # layer 1: 60 of 100 MeV in its hottest
+    showers[0, 3, 3, 2] = 30.0                       # layer 3: 30 of 40 MeV
+    showers[1, 2, 2, 1] = 7.0                        # only the middle layer
+    shares = ShowerObservablesWithShares.for_detector(detector, weight=0.0, hits=True)
+    extended = ShowerObservablesWithConcentration.for_detector(detector, weight=0.0, hits=True)
+    before = shares.observables(tf.constant(showers)).numpy()
+    values = extended.observables(tf.constant(showers)).numpy()
+    assert values.shape == (2, before.shape[1] + 3)
+    np.testing.assert_allclose(values[:, :before.shape[1]], before)
+    np.testing.assert_allclose(values[:, -3:], [[0.6, 1.0, 0.75], [0.0, 1.0, 0.0]], atol=1e-6)
+    again = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(extended))
+    assert type(again) is ShowerObservablesWithConcentration
+
+
 def test_a_critic_on_layer_shares_survives_the_round_trip(tmp_path):
     from ddsim_gan.models.observable_critic import (ShowerObservablesWithShares,
                                                     with_observable_critic)

@@ -69,6 +69,28 @@ class ShowerObservablesWithShares(ShowerMomentPenalty):
         return {**super().get_config(), "log_unit": self.log_unit}
 
 
+@keras.saving.register_keras_serializable(package=_PACKAGE)
+class ShowerObservablesWithConcentration(ShowerObservablesWithShares):
+    """:class:`ShowerObservablesWithShares` plus, for every layer l, the share of its energy in
+    its hottest cell, h_l = max_i E_li / E_l (0 for an empty layer): how concentrated the
+    layer's deposit is, which none of the centres, widths or energies fixes (a narrow core
+    with a wide halo and one broad spot can share their width). CaloChallenge's high-level
+    features and the resampling classifier (:mod:`ddsim_gan.models.resampling`) read the
+    same quantity; there it told DarkSHINE's generator from the reference most of all (the
+    classifier's AUC 0.96 with it, 0.89 without). The gradient reaches the hottest cell."""
+
+    def observables(self, physical, conditions=None):
+        columns = super().observables(physical, conditions)
+        cells = tf.nn.relu(tf.cast(physical, tf.float32))
+        rank = len(self.sample_shape)
+        order = [0, 1 + self.layer_axis] + [1 + a for a in range(rank) if a != self.layer_axis]
+        per_layer = tf.reshape(tf.transpose(cells, order),
+                               [tf.shape(cells)[0], self.sample_shape[self.layer_axis], -1])
+        layer_energies = tf.reduce_sum(per_layer, axis=2)
+        hottest = tf.reduce_max(per_layer, axis=2) / (layer_energies + 1e-6)
+        return tf.concat([columns, hottest], axis=1)
+
+
 @critic_precision
 def observable_critic_network(n_observables, condition_width, hidden=(128, 128),
                               name="observable_critic"):
