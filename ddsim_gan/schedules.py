@@ -79,7 +79,9 @@ class ScheduleToTimeLimit(keras.callbacks.Callback):
     An epoch's length is the median of those measured in this process after the first (which
     also traces the step); until there are two, the first. The projection is redone every
     epoch, so a machine that slows down or speeds up moves the end of the decay with it; it
-    never lengthens a schedule beyond its plan.
+    never lengthens a schedule beyond its plan. A resumed run gets a new limit, as
+    :class:`~ddsim_gan.training.TimeLimit` does, and its first epoch follows the planned
+    schedule until the first projection.
     """
 
     def __init__(self, minutes):
