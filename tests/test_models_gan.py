@@ -98,6 +98,22 @@ def test_training_updates_both_networks_and_logs_every_term(mini_calo, mini_data
     assert any(not np.allclose(a, b.numpy()) for a, b in zip(before_c, gan.critic.weights))
 
 
+def test_one_generator_pass_serves_all_critic_steps(mini_calo, mini_data):
+    """The generator is fixed during the critic updates: a step generates the critic's fakes
+    for all its chunks at once, then once more (with gradient) for its own update."""
+    gan = _gan(mini_calo, mini_data, critic_steps=4)
+    passes = []
+    generate = gan.generate_normalized
+    gan.generate_normalized = lambda *args, **kwargs: passes.append(1) or generate(*args,
+                                                                                 **kwargs)
+    conditions, samples = mini_data
+    before = [w.numpy().copy() for w in gan.critic.trainable_weights]
+    gan.train_step((tf.constant(conditions[:64]), tf.constant(samples[:64])))
+    assert len(passes) == 2
+    assert gan.critic_optimizer.iterations.numpy() == 4
+    assert any(not np.allclose(a, b.numpy()) for a, b in zip(before, gan.critic.weights))
+
+
 def test_same_seed_same_training(mini_calo, mini_data):
     weights = []
     for _ in range(2):

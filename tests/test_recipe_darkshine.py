@@ -119,3 +119,24 @@ def test_export_tool_versions_and_refuses_to_overwrite(quick_run, tmp_path):
     missing = subprocess.run([*tool[:2], "--run-dir", str(tmp_path / "nothing")],
                              capture_output=True, text=True, timeout=300)
     assert missing.returncode == 2 and "generator.keras" in missing.stderr
+
+
+def test_whole_gan_reloads_in_a_fresh_process_and_trains_on(quick_run, tmp_path):
+    """model.keras ("to continue training") holds the critics, the optimizers and their
+    learning-rate schedules: a new process loads it with ``load_gan`` and trains on."""
+    script = tmp_path / "reload.py"
+    script.write_text(textwrap.dedent("""
+        import sys
+        from ddsim_gan import detectors
+        from ddsim_gan.models import load_gan
+        gan = load_gan(sys.argv[1])
+        before = gan.generator_optimizer.iterations.numpy()
+        conditions, samples = detectors.get("darkshine").simulate(256, seed=5)
+        gan.fit(conditions, samples, batch_size=256, epochs=1, verbose=0)
+        print(type(gan).__name__, before, gan.generator_optimizer.iterations.numpy())
+    """))
+    completed = subprocess.run([sys.executable, str(script), str(quick_run / "model.keras")],
+                               capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    name, before, after = completed.stdout.split()[-3:]
+    assert name == "ObservableCriticGAN" and int(before) > 0 and int(after) == int(before) + 1

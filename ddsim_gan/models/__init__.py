@@ -31,6 +31,22 @@ def load_generator(path):
     return keras.saving.load_model(path)
 
 
+def load_gan(path):
+    """Load a whole saved GAN (``model.keras``: generator, critics, optimizers and their
+    learning-rate schedules) to continue training. Its classes live in the TensorFlow modules
+    this package loads lazily; Keras can only rebuild what has been imported, so they are
+    imported first."""
+    import importlib
+
+    import keras
+
+    for module in (*sorted(set(_LAZY.values())), "binned_moments", "impact_moments",
+                   "penalties"):
+        importlib.import_module(f"{__name__}.{module}")
+    importlib.import_module("ddsim_gan.schedules")
+    return keras.saving.load_model(path)
+
+
 def __getattr__(name):
     if name in _LAZY:
         import importlib
@@ -40,4 +56,5 @@ def __getattr__(name):
 
 
 __all__ = ["AutoregressiveChain", "ConditionalFlow", "ConditionalGAN",
-           "ObservableCriticGAN", "build_conditional_gan", "build_vector_gan", "load_generator"]
+           "ObservableCriticGAN", "build_conditional_gan", "build_vector_gan", "load_gan",
+           "load_generator"]

@@ -226,9 +226,12 @@ class ConditionalGAN(keras.Model):
             scaled = optimizer.scale_loss(scaled)
         return scaled
 
-    def critic_step(self, conditions, encoded, real):
-        fake = tf.stop_gradient(self.generate_normalized(encoded, conditions, training=True))
-        return self.update_critic(conditions, encoded, real, fake)
+    def critic_step(self, conditions, encoded, real, fake=None):
+        """One critic update on a chunk; ``fake`` (generated for it, without gradient) is
+        drawn here when not given."""
+        if fake is None:
+            fake = self.generate_normalized(encoded, conditions, training=True)
+        return self.update_critic(conditions, encoded, real, tf.stop_gradient(fake))
 
     def update_critic(self, conditions, encoded, real, fake):
         """One critic update on a chunk of real and (already generated) fake samples."""
@@ -270,10 +273,15 @@ class ConditionalGAN(keras.Model):
         conditions = tf.cast(conditions, tf.float32)
         encoded = self.condition_encoder(conditions)
         real = tf.cast(self.sample_transform(samples), tf.float32)
-        chunks = zip(self._chunks(conditions), self._chunks(encoded), self._chunks(real))
-        for chunk_conditions, chunk_encoded, chunk_real in chunks:
+        # The generator does not change during the critic updates, so the fakes of all its
+        # chunks come from one call: one pass over the batch costs less than critic_steps
+        # passes over its chunks (DarkSHINE's rendering on CPU: 68 ms against 4 x 24 ms).
+        fake = tf.stop_gradient(self.generate_normalized(encoded, conditions, training=True))
+        chunks = zip(self._chunks(conditions), self._chunks(encoded), self._chunks(real),
+                     self._chunks(fake))
+        for chunk_conditions, chunk_encoded, chunk_real, chunk_fake in chunks:
             critic_loss, wasserstein, critic_terms = self.critic_step(
-                chunk_conditions, chunk_encoded, chunk_real)
+                chunk_conditions, chunk_encoded, chunk_real, chunk_fake)
         generator_loss, generator_terms = self.generator_step(conditions, encoded, real)
         return self._update_metrics(critic_loss, generator_loss, wasserstein,
                                     {**critic_terms, **generator_terms})

@@ -199,8 +199,10 @@ class ObservableCriticMixin:
         self._trackers["observable_wasserstein"].update_state(
             tf.reduce_mean(real_scores) - tf.reduce_mean(fake_scores))
 
-    def critic_step(self, conditions, encoded, real):
-        fake = tf.stop_gradient(self.generate_normalized(encoded, conditions, training=True))
+    def critic_step(self, conditions, encoded, real, fake=None):
+        if fake is None:
+            fake = self.generate_normalized(encoded, conditions, training=True)
+        fake = tf.stop_gradient(fake)
         self.update_observable_critic(conditions, encoded, real, fake)
         return self.update_critic(conditions, encoded, real, fake)
 
