@@ -273,6 +273,26 @@ def save_model(gan, recipe: str, detector, args, **info) -> None:
     write_run_info(recipe, detector, args, **info)
 
 
+def add_learning_rate_options(parser, learning_rate, generator_fraction=1.0) -> None:
+    """``--learning-rate`` and ``--generator-lr-fraction`` for :func:`wgan_optimizers`."""
+    parser.add_argument("--learning-rate", type=float, default=learning_rate,
+                        help="initial Adam learning rate of the critic (cosine decay to a "
+                        "tenth over the planned steps; default %(default)g); the generator's "
+                        "is this times --generator-lr-fraction")
+    parser.add_argument("--generator-lr-fraction", type=float, default=generator_fraction,
+                        help="generator learning rate / critic learning rate "
+                        "(default %(default)g)")
+
+
+def check_learning_rate_options(recipe_name, args) -> None:
+    """Exit with a one-line message on a learning rate <= 0 or a fraction outside (0, 10]."""
+    if not 0 < args.generator_lr_fraction <= 10:
+        raise SystemExit(f"{recipe_name}: --generator-lr-fraction {args.generator_lr_fraction}, "
+                         "expected a number in (0, 10]")
+    if not args.learning_rate > 0:
+        raise SystemExit(f"{recipe_name}: --learning-rate {args.learning_rate}, expected > 0")
+
+
 def add_critic_schedule_option(parser, default="legacy") -> None:
     """``--critic-schedule``: how :func:`wgan_optimizers` counts the image critic's decay."""
     parser.add_argument("--critic-schedule", choices=("whole-run", "legacy"), default=default,

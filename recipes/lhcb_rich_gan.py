@@ -119,12 +119,7 @@ def _extra(parser):
     parser.add_argument("--eta-knots", type=int, default=ETA_KNOTS,
                         help="standardized model: knots of an additive term in eta per species "
                         "(the acceptance edges; default %(default)s, 0 = linear in eta only)")
-    parser.add_argument("--learning-rate", type=float, default=LEARNING_RATE,
-                        help="initial Adam learning rate of both networks (cosine decay "
-                        "to a tenth over the planned steps; default %(default)g)")
-    parser.add_argument("--generator-lr-fraction", type=float, default=GENERATOR_LR_FRACTION,
-                        help="generator learning rate / critic learning rate "
-                        "(default %(default)g)")
+    recipe.add_learning_rate_options(parser, LEARNING_RATE, GENERATOR_LR_FRACTION)
     parser.add_argument("--shared-quantiles", action="store_true",
                         help="quantile model: one inverse-CDF table of the DLLs for all species "
                         "in the generator's output head (the model before 2026-12-06) instead "
@@ -157,11 +152,7 @@ def _settings(args, recipe):
         if settings[key] < 1:
             raise SystemExit(f"{RECIPE}: --{key.replace('_', '-')} = {settings[key]}, expected "
                              "a positive number")
-    if not 0 < args.generator_lr_fraction <= 10:
-        raise SystemExit(f"{RECIPE}: --generator-lr-fraction {args.generator_lr_fraction}, "
-                         "expected a number in (0, 10]")
-    if not args.learning_rate > 0:
-        raise SystemExit(f"{RECIPE}: --learning-rate {args.learning_rate}, expected > 0")
+    recipe.check_learning_rate_options(RECIPE, args)
     if args.n_knots < 2:
         raise SystemExit(f"{RECIPE}: --n-knots {args.n_knots}, expected at least 2")
     if args.eta_knots == 1 or args.eta_knots < 0:

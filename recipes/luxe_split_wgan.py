@@ -76,12 +76,9 @@ LOG_FEATURES = ("p", "t")  # span about six decades: plotted on log axes
 
 
 def _extra(parser):
-    parser.add_argument("--learning-rate", type=float, default=LEARNING_RATE,
-                        help="initial Adam learning rate of both networks (cosine decay "
-                        "to a tenth over the planned steps; default %(default)g)")
-    parser.add_argument("--generator-lr-fraction", type=float, default=GENERATOR_LR_FRACTION,
-                        help="generator learning rate / critic learning rate "
-                        "(default %(default)g)")
+    from ddsim_gan import recipe
+
+    recipe.add_learning_rate_options(parser, LEARNING_RATE, GENERATOR_LR_FRACTION)
     parser.add_argument("--moment-weight", type=float, default=MOMENT_WEIGHT,
                         help="weight of the per-species moment penalty: mean and width of every "
                              "Gaussianized feature and of r matched per species "
@@ -125,11 +122,7 @@ def _settings(args, recipe):
         if settings[key] < 1:
             raise SystemExit(f"{RECIPE}: --{key.replace('_', '-')} = {settings[key]}, expected "
                              "a positive number")
-    if not 0 < args.generator_lr_fraction <= 10:
-        raise SystemExit(f"{RECIPE}: --generator-lr-fraction {args.generator_lr_fraction}, "
-                         "expected a number in (0, 10]")
-    if not args.learning_rate > 0:
-        raise SystemExit(f"{RECIPE}: --learning-rate {args.learning_rate}, expected > 0")
+    recipe.check_learning_rate_options(RECIPE, args)
     if settings["batch_size"] % ARCHITECTURE["critic_steps"]:
         raise SystemExit(f"{RECIPE}: --batch-size {settings['batch_size']} must be a multiple of "
                          f"the {ARCHITECTURE['critic_steps']} critic steps")
