@@ -226,14 +226,19 @@ def train(gan, detector, data: RecipeData, settings, args, callbacks=(), batch_m
     ``batch_map`` (optional) is mapped over the training and validation batches
     ``(conditions, samples)``, e.g. to append targets computed in NumPy by ``tf.numpy_function``
     (the auxiliary-regressor GAN's)."""
-    from .data import make_dataset, write_shards
+    from .data import dataset_from_arrays, make_dataset, write_shards
 
     out = args.output_dir
     shards = write_shards(out / "data", data.train_conditions, data.train_samples, detector,
                           shard_size=20_000, overwrite=True)
     batch = settings["batch_size"]
     dataset = make_dataset(shards, batch, shuffle=True, seed=args.seed, repeat=True)
-    validation = make_dataset(shards[:1], batch, shuffle=False).take(4)
+    # the first shard's first 4 batches, from memory: Keras drops its prefetched validation
+    # iterator at each evaluation, and dropping one over the shards' h5py generator waited
+    # for its reader thread, idle, 7-36 s in 11 of 17 DarkSHINE epochs (docs/BENCHMARKS.md)
+    n_validation = min(4 * batch, len(data.train_conditions))
+    validation = dataset_from_arrays(data.train_conditions[:n_validation],
+                                     data.train_samples[:n_validation], batch, shuffle=False)
     if batch_map is not None:
         dataset = dataset.map(batch_map, num_parallel_calls=2)
         validation = validation.map(batch_map)

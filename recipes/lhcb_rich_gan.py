@@ -71,6 +71,12 @@ MODELS = ("quantile", "standardized")
 N_KNOTS = 24
 ETA_KNOTS = 0
 ETA_INDEX = 1
+# --grid-quantiles: the output head's tables at nodes in (log P, eta, nSPDHits) per species;
+# the kernel over 0.6 node spacings (a full one widened each node's distribution by the change
+# across it: 363 failed ratios of the tables with iid noise, 257 at 0.6; docs)
+GRID_KERNEL_WIDTH = 0.6
+GRID_MIN_WEIGHT = 20.0
+GRID_LEVELS = 51
 
 
 def threshold_ties(detector):
@@ -107,6 +113,36 @@ def ring_ties(detector):
                 momentum_index=0, eta_index=ETA_INDEX)
 
 
+def quantile_grid(detector):
+    """Axes ``(column, nodes, log)`` of :class:`~ddsim_gan.models.grid_quantiles.GridQuantileHead`:
+    nodes in P at every Cherenkov threshold inside the range (the DLLs' distributions have a
+    kink there) and between them no more than a factor 1.5 apart, in eta at both ends of each
+    radiator's acceptance edge and no more than 0.5 apart, and nSPDHits at 0, 400 and 800."""
+    ties = ring_ties(detector)
+    low, high = detector.conditions[0].low, detector.conditions[0].high
+    thresholds = [t for _, ts in ties["hypotheses"] for t in ts] + ties["pion_thresholds"]
+    momentum = _subdivided(sorted({low, high, *(t for t in thresholds if low < t < high)}),
+                           np.log(1.5), log=True)
+    eta_low, eta_high = detector.conditions[ETA_INDEX].low, detector.conditions[ETA_INDEX].high
+    from ddsim_gan.detectors.lhcb_rich import ACCEPTANCE_EDGE_WIDTH
+
+    half = 0.5 * ACCEPTANCE_EDGE_WIDTH
+    edges = [e for lo, hi in ties["acceptance"] for e in (lo, lo + 2 * half, hi - 2 * half, hi)]
+    eta = _subdivided(sorted({eta_low, eta_high, *(round(e, 6) for e in edges
+                                                    if eta_low < e < eta_high)}), 0.5)
+    return [(0, momentum, True), (ETA_INDEX, eta, False), (2, [0.0, 400.0, 800.0], False)]
+
+
+def _subdivided(nodes, max_step, log=False):
+    """``nodes`` with each gap wider than ``max_step`` (in log where ``log``) split evenly."""
+    scale = np.log(nodes) if log else np.asarray(nodes, float)
+    result = [scale[0]]
+    for a, b in zip(scale[:-1], scale[1:]):
+        parts = max(1, int(np.ceil((b - a) / max_step - 1e-9)))
+        result += list(np.linspace(a, b, parts + 1)[1:])
+    return [float(v) for v in (np.exp(result) if log else result)]
+
+
 def _extra(parser):
     from ddsim_gan import recipe
 
@@ -132,6 +168,11 @@ def _extra(parser):
                         "thresholds in P (momentum, default), or the ties and zeros of every "
                         "hypothesis without a ring in either radiator, from P and eta (rings; "
                         "docs/lhcb_rich_gan.md, 2026-12-06)")
+    parser.add_argument("--grid-quantiles", action="store_true",
+                        help="quantile model: the output head's inverse-CDF tables at the "
+                        "nodes of a (log P, eta, nSPDHits) grid, interpolated in the track's "
+                        "conditions, instead of one per species over all momenta "
+                        "(docs/lhcb_rich_gan.md, 2026-12-07)")
     recipe.add_critic_schedule_option(parser)
     for key, text in (("n_test", "tracks for the standard evaluation"),
                       ("n_val", "quantile model: validation tracks (per-epoch metrics, "
@@ -295,6 +336,8 @@ def train_quantile(detector, data, settings, args, val_conditions, val_samples):
     from ddsim_gan.data.preprocessing import ConditionEncoder
     from ddsim_gan.evaluation import MetricMonitor
     from ddsim_gan.models.builders import build_vector_gan
+    from ddsim_gan.models.grid_quantiles import (GridQuantileHead, GridRingTiesHead,
+                                                 GridThresholdTieHead)
     from ddsim_gan.models.heads import QuantileHead, RingTiesHead, ThresholdTieHead
 
     out = args.output_dir
@@ -307,17 +350,25 @@ def train_quantile(detector, data, settings, args, val_conditions, val_samples):
                    dict(category_index=SPECIES_INDEX,
                         n_categories=len(detector.conditions[SPECIES_INDEX].labels)))
     n_outputs = len(detector.sample_names)
+    grid = (dict(grid=quantile_grid(detector), kernel_width=GRID_KERNEL_WIDTH,
+                 min_weight=GRID_MIN_WEIGHT, n_levels=GRID_LEVELS) if args.grid_quantiles else {})
+    rings, momentum, plain = ((GridRingTiesHead, GridThresholdTieHead, GridQuantileHead) if grid
+                              else (RingTiesHead, ThresholdTieHead, QuantileHead))
     head = None
     if not args.no_ties and args.ties == "rings":
-        head = RingTiesHead(n_outputs, name="threshold_ties", dtype="float32",
-                            **ring_ties(detector), **per_species)
+        head = rings(n_outputs, name="threshold_ties", dtype="float32", **ring_ties(detector),
+                     **per_species, **grid)
     elif not args.no_ties:
-        head = ThresholdTieHead(n_outputs, threshold_ties(detector), name="threshold_ties",
-                                dtype="float32", **per_species)
-    elif per_species:
-        head = QuantileHead(n_outputs, name="quantiles", dtype="float32", **per_species)
+        head = momentum(n_outputs, threshold_ties(detector), name="threshold_ties",
+                        dtype="float32", **per_species, **grid)
+    elif per_species or grid:
+        head = plain(n_outputs, name="quantiles", dtype="float32", **per_species, **grid)
     if head is not None:
         head.adapt(data.train_samples, data.train_conditions)
+        if grid:
+            print(f"output head: {head.n_nodes} grid nodes per species; "
+                  f"{head.fallback_nodes} (node, DLL) tables from too few tracks took the "
+                  "species' table", flush=True)
     gan = build_vector_gan(encoder, data.train_conditions, data.train_samples, seed=args.seed,
                            name="lhcb_rich_gan", output_head=head, **ARCHITECTURE)
     gan.compile(**recipe.wgan_optimizers(

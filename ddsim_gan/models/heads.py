@@ -87,17 +87,20 @@ class QuantileHead(keras.layers.Layer):
         """Physical samples -> physical samples that respect the detector; identity here."""
         return samples
 
+    def invert(self, raw, conditions):
+        """Gaussian units -> physical units by the (category's) inverse CDF."""
+        if not self.category_quantiles:
+            return self.quantiles(raw, inverse=True)
+        category = ops.round(conditions[:, self.category_index])[:, None]
+        samples = self.category_quantiles[0](raw, inverse=True)
+        for k, table in enumerate(self.category_quantiles[1:], start=1):
+            samples = ops.where(category == k, table(raw, inverse=True), samples)
+        return samples
+
     def call(self, inputs):
         raw, conditions = inputs
         raw, conditions = ops.cast(raw, "float32"), ops.cast(conditions, "float32")
-        if not self.category_quantiles:
-            samples = self.quantiles(raw, inverse=True)
-        else:
-            category = ops.round(conditions[:, self.category_index])[:, None]
-            samples = self.category_quantiles[0](raw, inverse=True)
-            for k, table in enumerate(self.category_quantiles[1:], start=1):
-                samples = ops.where(category == k, table(raw, inverse=True), samples)
-        return self.constrain(samples, conditions)
+        return self.constrain(self.invert(raw, conditions), conditions)
 
     def compute_output_shape(self, input_shapes):
         return (input_shapes[0][0], self.n_features)

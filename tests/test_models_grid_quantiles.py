@@ -1,0 +1,151 @@
+"""GridQuantileHead: inverse-CDF tables at the nodes of a condition grid, interpolated."""
+
+import keras
+import numpy as np
+import pytest
+from scipy.special import erfinv
+
+from ddsim_gan.models.grid_quantiles import (GridQuantileHead, GridRingTiesHead,
+                                             weighted_quantiles)
+from ddsim_gan.models.heads import QuantileHead
+
+RICH = dict(hypotheses=[(0, [0.01, 0.02]), (1, [2.0, 3.3]), (2, [9.3, 15.6]), (3, [17.7, 29.7])],
+            below_column=4, pion_thresholds=[2.6, 4.4], acceptance=[(1.8, 4.5), (2.7, 5.0)])
+LOG_P = (0, np.geomspace(1.0, 100.0, 9).tolist(), True)
+
+
+def _peak_moving_with_momentum(n=200_000, seed=0):
+    """x ~ N(2 log P, 1) for category 0 and N(-log P, 2) for category 1, P log-uniform."""
+    rng = np.random.default_rng(seed)
+    momentum = np.exp(rng.uniform(0.0, np.log(100.0), n))
+    category = rng.integers(0, 2, n)
+    x = np.where(category == 0, 2.0 * np.log(momentum) + rng.normal(size=n),
+                 -np.log(momentum) + 2.0 * rng.normal(size=n))
+    conditions = np.stack([momentum, category], axis=1).astype(np.float32)
+    return conditions, x[:, None].astype(np.float32)
+
+
+def _draw(head, momentum, category, n=40_000, seed=1):
+    raw = np.random.default_rng(seed).standard_normal((n, head.n_features)).astype(np.float32)
+    conditions = np.tile([[momentum, category]], (n, 1)).astype(np.float32)
+    return np.asarray(head([raw, conditions]))
+
+
+def test_weighted_quantiles_with_unit_weights_are_the_midpoint_quantiles():
+    values = np.random.default_rng(3).exponential(size=501)
+    levels = np.linspace(0.0, 1.0, 37)
+    np.testing.assert_allclose(weighted_quantiles(values, np.ones_like(values), levels),
+                               np.quantile(values, levels, method="hazen"), rtol=1e-12)
+    # each value sits at the middle of its weight's share of the CDF: 0 at 1/8, 1 at 5/8
+    np.testing.assert_allclose(weighted_quantiles(np.array([1.0, 0.0]), np.array([3.0, 1.0]),
+                                                  [0.0, 0.125, 0.375, 0.625, 1.0]),
+                               [0.0, 0.0, 0.5, 1.0, 1.0])
+
+
+def test_the_drawn_distribution_follows_the_conditions():
+    conditions, samples = _peak_moving_with_momentum()
+    head = GridQuantileHead(1, grid=[LOG_P], category_index=1, n_categories=2)
+    head.adapt(samples, conditions)
+    plain = QuantileHead(1, category_index=1, n_categories=2).adapt(samples, conditions)
+    assert head.fallback_nodes == 0
+    for momentum in (3.0, 10.0, 40.0):
+        for category, (mean, width) in enumerate([(2.0 * np.log(momentum), 1.0),
+                                                  (-np.log(momentum), 2.0)]):
+            drawn = _draw(head, momentum, category)
+            # the tent-weighted tables are a little wider than the law at one P (next test)
+            assert drawn.mean() == pytest.approx(mean, abs=0.1)
+            assert drawn.std() == pytest.approx(width, rel=0.15)
+            # one table per category knows nothing of P (right only near the middle, P = 10)
+            if momentum != 10.0:
+                assert abs(_draw(plain, momentum, category).mean() - mean) > 1.0
+
+
+def test_at_a_node_the_map_is_that_nodes_table():
+    conditions, samples = _peak_moving_with_momentum()
+    head = GridQuantileHead(1, grid=[LOG_P], n_levels=11).adapt(samples, conditions)
+    tables = np.asarray(head.grid_tables).reshape(9, 11)
+    levels = np.linspace(0.0, 1.0, 11)[1:-1]
+    raw = np.sqrt(2.0) * erfinv(2 * levels - 1)
+    node = 4                                              # P = 10 on a log grid 1..100
+    out = head([raw[:, None].astype(np.float32),
+                np.tile([[10.0, 0.0]], (len(raw), 1)).astype(np.float32)])
+    np.testing.assert_allclose(np.asarray(out)[:, 0], tables[node, 1:-1], rtol=1e-4, atol=1e-4)
+    # the table is the tent-weighted quantile function of the rows around the node
+    position = np.log(conditions[:, 0]) / np.log(100.0) * 8
+    weight = np.maximum(0.0, 1.0 - np.abs(position - node))
+    near = weight > 0
+    np.testing.assert_allclose(
+        tables[node], weighted_quantiles(samples[near, 0].astype(np.float64), weight[near],
+                                         np.linspace(0, 1, 11)), rtol=1e-5, atol=1e-5)
+
+
+def test_a_point_mass_stays_exact_between_nodes():
+    conditions, samples = _peak_moving_with_momentum()
+    zero = np.random.default_rng(5).random(len(samples)) < 0.3
+    samples = np.where(zero[:, None], 0.0, np.abs(samples) + 1.0).astype(np.float32)
+    head = GridQuantileHead(1, grid=[LOG_P]).adapt(samples, conditions)
+    drawn = _draw(head, 7.0, 0)                           # between two nodes
+    assert (drawn == 0.0).mean() == pytest.approx(0.3, abs=0.02)
+    # only the level interval that holds the jump (1 of 100) interpolates across it
+    assert ((drawn > 0.0) & (drawn < 0.99)).mean() < 0.015
+
+
+def test_an_empty_corner_takes_the_nearest_filled_nodes_table():
+    conditions, samples = _peak_moving_with_momentum(20_000)
+    keep = ~((conditions[:, 1] == 1) & (conditions[:, 0] > 30.0))
+    head = GridQuantileHead(1, grid=[LOG_P], category_index=1, n_categories=2)
+    head.adapt(samples[keep], conditions[keep])
+    assert head.fallback_nodes == 2                       # P = 56 and 100, category 1
+    tables = np.asarray(head.grid_tables).reshape(2, 9, 101)
+    np.testing.assert_array_equal(tables[1, 7], tables[1, 6])      # P = 32: the last filled
+    np.testing.assert_array_equal(tables[1, 8], tables[1, 6])
+    assert tables[0, 8, 50] > tables[0, 6, 50] + 1.0                # category 0: its own
+
+
+def test_a_category_with_too_few_samples_takes_its_overall_table():
+    conditions, samples = _peak_moving_with_momentum(20_000)
+    keep = (conditions[:, 1] == 0) | (np.arange(len(conditions)) < 300)   # ~150 of category 1
+    head = GridQuantileHead(1, grid=[LOG_P], category_index=1, n_categories=2)
+    head.adapt(samples[keep], conditions[keep])
+    assert head.fallback_nodes == 9
+    tables = np.asarray(head.grid_tables).reshape(2, 9, 101)
+    category_table = np.asarray(head.category_quantiles[1].quantiles)[:, 0]
+    for node in range(9):
+        np.testing.assert_allclose(tables[1, node], np.interp(
+            np.linspace(0, 1, 101), np.linspace(0, 1, 1000), category_table), rtol=1e-6)
+
+
+def test_ring_ties_on_grid_tables_save_and_reload(tmp_path):
+    rng = np.random.default_rng(0)
+    n = 20_000
+    conditions = np.stack([np.exp(rng.uniform(np.log(2.0), np.log(150.0), n)),
+                           rng.uniform(1.8, 4.4, n), rng.uniform(0, 800, n),
+                           rng.integers(0, 5, n).astype(float)], axis=1).astype(np.float32)
+    head = GridRingTiesHead(5, **RICH, category_index=3, n_categories=5,
+                            grid=[(0, [2.0, 9.3, 17.7, 150.0], True), (1, [1.8, 3.0, 5.5], False),
+                                  (2, [0.0, 800.0], False)], min_weight=50.0)
+    samples = np.asarray(head.constrain(rng.normal(5.0, 1.0, (n, 5)).astype(np.float32),
+                                        conditions))
+    head.adapt(samples, conditions)
+    tables = np.asarray(head.grid_tables).reshape(5, 24, 101, 5)
+    assert tables[..., 4].min() > 0.5                     # the imposed zeros left out
+    raw_in = keras.Input((5,))
+    conditions_in = keras.Input((4,))
+    model = keras.Model([raw_in, conditions_in], head([raw_in, conditions_in]))
+    raw = rng.standard_normal((1000, 5)).astype(np.float32)
+    drawn = np.asarray(model([raw, conditions[:1000]]))
+    np.testing.assert_array_equal(np.asarray(head.constrain(drawn, conditions[:1000])), drawn)
+    model.save(tmp_path / "head.keras")
+    reloaded = keras.saving.load_model(tmp_path / "head.keras")
+    np.testing.assert_array_equal(np.asarray(reloaded([raw, conditions[:1000]])), drawn)
+
+
+def test_a_grid_axis_needs_a_usable_range():
+    with pytest.raises(ValueError, match="at least one grid axis"):
+        GridQuantileHead(1)
+    with pytest.raises(ValueError, match="must increase"):
+        GridQuantileHead(1, grid=[(0, [0.0, 10.0], True)])
+    with pytest.raises(ValueError, match="must increase"):
+        GridQuantileHead(1, grid=[(0, [1.0, 3.0, 2.0], False)])
+    with pytest.raises(ValueError, match="needs the conditions"):
+        GridQuantileHead(1, grid=[LOG_P]).adapt(np.zeros((10, 1)))
