@@ -6,9 +6,12 @@
 
 The generator maps (P, eta, nSPDHits, species) and noise to RichDLLe, RichDLLmu, RichDLLk,
 RichDLLp and RichDLLbt. The DLLs are generated in Gaussian units and mapped back through the
-inverse CDF of the training DLLs inside the model (the quantile model: one table per species,
-``--shared-quantiles`` for one), which keeps the exact point masses of the reference (all DLLs 0
-outside the acceptance) exact. Models (``--model``):
+inverse CDF of the training DLLs inside the model, which keeps the exact point masses of the
+reference exact. The quantile model's tables sit at the nodes of a (log P, eta, nSPDHits) grid
+per species, with nodes at the Cherenkov thresholds and acceptance edges, interpolated in the
+track's conditions (``--tables grid``, :mod:`ddsim_gan.models.grid_quantiles`); ``--tables
+species`` has one table per species over all momenta (the model before 2026-12-07),
+``--shared-quantiles`` one for all species. Models (``--model``):
 
 * ``quantile`` (default): the GAN learns the DLLs in their marginal Gaussian units, the
   conditions Gaussianized through their empirical CDF; the final and the best-monitored
@@ -20,8 +23,11 @@ outside the acceptance) exact. Models (``--model``):
   280 failed efficiency ratios instead of 390) but the full presets end the other way round
   (129 against 95; docs/lhcb_rich_gan.md).
 
-Both impose what the likelihood guarantees: below the kaon (proton) Cherenkov threshold, RichDLLk
-(RichDLLp) equals RichDLLbt exactly (``--no-ties`` leaves it to the GAN). The reference simulator
+Both impose what the likelihood guarantees: a hypothesis without a Cherenkov ring in either
+radiator (below its thresholds or outside the acceptances, from P and eta) has the likelihood of
+"below threshold", so its DLL equals RichDLLbt exactly, and RichDLLbt is 0 without a pion ring
+(``--ties rings``; ``--ties momentum`` only the kaon's and proton's C4F10 thresholds in P, for
+the standardized model always; ``--no-ties`` leaves it to the GAN). The reference simulator
 gives species-balanced training tracks (the model is conditional on the species; the rare e and
 mu would otherwise get 3-4 % of the steps).
 
@@ -71,7 +77,7 @@ MODELS = ("quantile", "standardized")
 N_KNOTS = 24
 ETA_KNOTS = 0
 ETA_INDEX = 1
-# --grid-quantiles: the output head's tables at nodes in (log P, eta, nSPDHits) per species;
+# --tables grid: the output head's tables at nodes in (log P, eta, nSPDHits) per species;
 # the kernel over 0.6 node spacings (a full one widened each node's distribution by the change
 # across it: 363 failed ratios of the tables with iid noise, 257 at 0.6; docs)
 GRID_KERNEL_WIDTH = 0.6
@@ -163,16 +169,17 @@ def _extra(parser):
     parser.add_argument("--no-ties", action="store_true",
                         help="let the generator learn RichDLLk/p == RichDLLbt below the kaon/"
                         "proton Cherenkov thresholds instead of imposing it in the output head")
-    parser.add_argument("--ties", choices=("momentum", "rings"), default="momentum",
-                        help="quantile model: impose RichDLLk/p == RichDLLbt below the C4F10 "
-                        "thresholds in P (momentum, default), or the ties and zeros of every "
-                        "hypothesis without a ring in either radiator, from P and eta (rings; "
-                        "docs/lhcb_rich_gan.md, 2026-12-06)")
-    parser.add_argument("--grid-quantiles", action="store_true",
+    parser.add_argument("--ties", choices=("momentum", "rings"), default="rings",
+                        help="quantile model: impose the ties and zeros of every hypothesis "
+                        "without a ring in either radiator, from P and eta (rings, default; "
+                        "docs/lhcb_rich_gan.md, 2026-12-06), or only RichDLLk/p == RichDLLbt "
+                        "below the C4F10 thresholds in P (momentum, the models before "
+                        "2026-12-07)")
+    parser.add_argument("--tables", choices=("grid", "species"), default="grid",
                         help="quantile model: the output head's inverse-CDF tables at the "
                         "nodes of a (log P, eta, nSPDHits) grid, interpolated in the track's "
-                        "conditions, instead of one per species over all momenta "
-                        "(docs/lhcb_rich_gan.md, 2026-12-07)")
+                        "conditions (grid, default; docs/lhcb_rich_gan.md, 2026-12-07), or one "
+                        "per species over all momenta (species, the models before 2026-12-07)")
     recipe.add_critic_schedule_option(parser)
     for key, text in (("n_test", "tracks for the standard evaluation"),
                       ("n_val", "quantile model: validation tracks (per-epoch metrics, "
@@ -351,7 +358,8 @@ def train_quantile(detector, data, settings, args, val_conditions, val_samples):
                         n_categories=len(detector.conditions[SPECIES_INDEX].labels)))
     n_outputs = len(detector.sample_names)
     grid = (dict(grid=quantile_grid(detector), kernel_width=GRID_KERNEL_WIDTH,
-                 min_weight=GRID_MIN_WEIGHT, n_levels=GRID_LEVELS) if args.grid_quantiles else {})
+                 min_weight=GRID_MIN_WEIGHT, n_levels=GRID_LEVELS) if args.tables == "grid"
+            else {})
     rings, momentum, plain = ((GridRingTiesHead, GridThresholdTieHead, GridQuantileHead) if grid
                               else (RingTiesHead, ThresholdTieHead, QuantileHead))
     head = None
@@ -367,8 +375,9 @@ def train_quantile(detector, data, settings, args, val_conditions, val_samples):
         head.adapt(data.train_samples, data.train_conditions)
         if grid:
             print(f"output head: {head.n_nodes} grid nodes per species; "
-                  f"{head.fallback_nodes} (node, DLL) tables from too few tracks took the "
-                  "species' table", flush=True)
+                  f"{head.fallback_nodes} of {head.n_nodes * head.n_categories * n_outputs} "
+                  "(node, DLL) tables had too few free tracks and took the nearest filled "
+                  "node's", flush=True)
     gan = build_vector_gan(encoder, data.train_conditions, data.train_samples, seed=args.seed,
                            name="lhcb_rich_gan", output_head=head, **ARCHITECTURE)
     gan.compile(**recipe.wgan_optimizers(

@@ -1,5 +1,11 @@
 """GridQuantileHead: inverse-CDF tables at the nodes of a condition grid, interpolated."""
 
+import importlib.util
+import os
+import subprocess
+import sys
+import textwrap
+
 import keras
 import numpy as np
 import pytest
@@ -138,6 +144,25 @@ def test_ring_ties_on_grid_tables_save_and_reload(tmp_path):
     model.save(tmp_path / "head.keras")
     reloaded = keras.saving.load_model(tmp_path / "head.keras")
     np.testing.assert_array_equal(np.asarray(reloaded([raw, conditions[:1000]])), drawn)
+    if importlib.util.find_spec("jax") is None:
+        return
+    np.savez(tmp_path / "inputs.npz", raw=raw, conditions=conditions[:1000])
+    (tmp_path / "run.py").write_text(textwrap.dedent("""
+        import sys
+        import numpy as np
+        import keras
+        import ddsim_gan.models  # registers the layers
+        assert keras.backend.backend() == "jax"
+        model = keras.saving.load_model(sys.argv[1])
+        data = np.load(sys.argv[2])
+        np.save(sys.argv[3], np.asarray(model([data["raw"], data["conditions"]])))
+    """))
+    completed = subprocess.run(
+        [sys.executable, str(tmp_path / "run.py"), str(tmp_path / "head.keras"),
+         str(tmp_path / "inputs.npz"), str(tmp_path / "out.npy")],
+        env={**os.environ, "KERAS_BACKEND": "jax"}, capture_output=True, text=True, timeout=120)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    np.testing.assert_allclose(np.load(tmp_path / "out.npy"), drawn, rtol=1e-5, atol=1e-5)
 
 
 def test_a_grid_axis_needs_a_usable_range():
