@@ -104,6 +104,42 @@ class TimeLimit(keras.callbacks.Callback):
             self.model.stop_training = True
 
 
+class EpochTiming(keras.callbacks.Callback):
+    """Where each epoch's time went, added to the epoch's logs (so to ``History`` and
+    TensorBoard): ``epoch_seconds`` (wall time from the epoch's start to its end, validation and
+    the callbacks before this one included), ``epoch_train_seconds`` (to the end of its last
+    batch), ``epoch_wait_seconds`` (from there to the start of the validation) and
+    ``epoch_cpu_per_wall`` (the process's CPU time over the wall time: about the number of
+    cores it kept busy).
+
+    A wait between the last batch and the validation is Keras itself; it found a tf.data
+    iterator over an h5py generator that took 7-36 s, idle, to be dropped (docs/darkshine_
+    nnls_cgan.md, 2026-12-07). Place it first, so that its numbers reach the callbacks after it.
+    """
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._start = self._last_batch = time.monotonic()
+        self._cpu = time.process_time()
+        self._validation = None
+
+    def on_train_batch_end(self, batch, logs=None):
+        self._last_batch = time.monotonic()
+
+    def on_test_begin(self, logs=None):
+        if getattr(self, "_start", None) is not None and self._validation is None:
+            self._validation = time.monotonic()
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is None:
+            return
+        now = time.monotonic()
+        wall = max(now - self._start, 1e-9)
+        logs.update(epoch_seconds=wall, epoch_train_seconds=self._last_batch - self._start,
+                    epoch_wait_seconds=(self._validation - self._last_batch
+                                        if self._validation is not None else 0.0),
+                    epoch_cpu_per_wall=(time.process_time() - self._cpu) / wall)
+
+
 class CheckpointError(RuntimeError):
     """A training checkpoint exists but cannot be used to resume (unreadable, or another run's)."""
 
@@ -354,7 +390,8 @@ def _fsync_directory(directory: Path) -> None:
 def fit(model, dataset, *, epochs, steps_per_epoch, output_dir, validation_data=None,
         checkpoint_every_steps=None, time_limit_minutes=None, verbose="auto", callbacks=(),
         restore_data_position=True):
-    """``model.fit`` with resumable checkpoints, a divergence guard and TensorBoard logs.
+    """``model.fit`` with resumable checkpoints, a divergence guard, TensorBoard logs and
+    :class:`EpochTiming`'s numbers in each epoch's logs.
 
     Checkpoints live in ``output_dir/backup`` (every epoch, or every ``checkpoint_every_steps``
     steps; :class:`ResumableBackup`) and are removed when training completes; TensorBoard logs in
@@ -375,7 +412,7 @@ def fit(model, dataset, *, epochs, steps_per_epoch, output_dir, validation_data=
             raise CheckpointError(backup.mismatch(steps_per_epoch))
         if restore_data_position:
             dataset = _skip_batches(dataset, position.epoch * steps_per_epoch)
-    guards = [StopOnNonFinite(), backup,
+    guards = [EpochTiming(), StopOnNonFinite(), backup,
               keras.callbacks.TensorBoard(str(output_dir / "logs"), write_graph=False)]
     if time_limit_minutes:
         guards += [ScheduleToTimeLimit(time_limit_minutes), TimeLimit(time_limit_minutes)]
