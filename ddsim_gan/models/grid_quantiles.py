@@ -14,10 +14,13 @@ p_d the track's position on axis d in node units. Averaging quantile functions (
 the displacement interpolation of the corner distributions (the Wasserstein-2 barycentre in
 one dimension; e.g. Read, NIM A 425 (1999) 357, "Linear interpolation of histograms"): a peak
 that moves with P moves, rather than fading out at one node and in at the next. Each node's
-table is the weighted quantile function of the training samples with the same tent weights
-w_v, so every sample counts towards the 2^d nodes around it. The generator then only learns
-what the interpolated tables do not already give: its output is close to N(0, 1) at every
-condition, and the conditional shape is carried by data, not by weights.
+table is the weighted quantile function of the training samples around it, with tent weights
+prod_d max(0, 1 - |p_d - v_d| / h) over h = ``kernel_width`` node spacings: h = 1 lets every
+sample count towards the 2^d nodes around it, but widens each node's distribution by how much
+it changes over two spacings; a narrower h trades that widening for noise (the LHCb RICH
+recipe uses 0.6; docs/lhcb_rich_gan.md). The generator then only learns what the
+interpolated tables do not already give: the output it should give is close to N(0, 1) at
+every condition, the conditional shape carried by data rather than by weights.
 
 A node whose tent weights add up to less than ``min_weight`` (a corner of the grid no track
 reaches, e.g. low P at high eta) takes the table of the nearest node that has enough.
@@ -61,6 +64,7 @@ class GridQuantileHead(QuantileHead):
             hundreds to thousands of samples, not the millions of the category table.
         min_weight: a node with less total weight than this takes the nearest filled node's
             table (its category's, where no node has enough).
+        kernel_width: the half-width h of the tent weights, in node spacings, in (0, 1].
         n_features, n_quantiles, epsilon, category_index, n_categories: as
             :class:`QuantileHead` (its tables are the fallback).
     """
