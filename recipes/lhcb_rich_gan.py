@@ -124,14 +124,14 @@ def quantile_grid(detector):
     nodes in P at every Cherenkov threshold inside the range (the DLLs' distributions have a
     kink there) and between them no more than a factor 1.5 apart, in eta at both ends of each
     radiator's acceptance edge and no more than 0.5 apart, and nSPDHits at 0, 400 and 800."""
+    from ddsim_gan.detectors.lhcb_rich import ACCEPTANCE_EDGE_WIDTH
+
     ties = ring_ties(detector)
     low, high = detector.conditions[0].low, detector.conditions[0].high
     thresholds = [t for _, ts in ties["hypotheses"] for t in ts] + ties["pion_thresholds"]
     momentum = _subdivided(sorted({low, high, *(t for t in thresholds if low < t < high)}),
                            np.log(1.5), log=True)
     eta_low, eta_high = detector.conditions[ETA_INDEX].low, detector.conditions[ETA_INDEX].high
-    from ddsim_gan.detectors.lhcb_rich import ACCEPTANCE_EDGE_WIDTH
-
     half = 0.5 * ACCEPTANCE_EDGE_WIDTH
     edges = [e for lo, hi in ties["acceptance"] for e in (lo, lo + 2 * half, hi - 2 * half, hi)]
     eta = _subdivided(sorted({eta_low, eta_high, *(round(e, 6) for e in edges

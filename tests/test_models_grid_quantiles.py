@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from scipy.special import erfinv
 
+from conftest import ROOT
 from ddsim_gan.models.grid_quantiles import (GridQuantileHead, GridRingTiesHead,
                                              weighted_quantiles)
 from ddsim_gan.models.heads import QuantileHead
@@ -174,3 +175,28 @@ def test_a_grid_axis_needs_a_usable_range():
         GridQuantileHead(1, grid=[(0, [1.0, 3.0, 2.0], False)])
     with pytest.raises(ValueError, match="needs the conditions"):
         GridQuantileHead(1, grid=[LOG_P]).adapt(np.zeros((10, 1)))
+
+
+def test_the_rich_grid_has_nodes_at_every_threshold_and_edge():
+    from ddsim_gan import detectors
+
+    sys.path.insert(0, str(ROOT / "recipes"))
+    try:
+        import lhcb_rich_gan as rich
+    finally:
+        sys.path.remove(str(ROOT / "recipes"))
+    detector = detectors.get("lhcb_rich")
+    (p_column, momentum, p_log), (eta_column, eta, _), _ = rich.quantile_grid(detector)
+    assert (p_column, eta_column, p_log) == (0, 1, True)
+    ties = rich.ring_ties(detector)
+    thresholds = [t for _, ts in ties["hypotheses"] for t in ts] + ties["pion_thresholds"]
+    inside = [t for t in thresholds if 2.0 < t < 150.0]
+    assert len(inside) == 7     # pi, K, p in both radiators, mu in CF4 (its C4F10 one: 1.996)
+    for threshold in inside:
+        assert np.min(np.abs(np.array(momentum) - threshold)) < 1e-9
+    assert (momentum[0], momentum[-1]) == pytest.approx((2.0, 150.0))
+    assert np.max(np.diff(np.log(momentum))) <= np.log(1.5) + 1e-9
+    for low, high in ties["acceptance"]:         # where the acceptances are exactly zero
+        assert np.min(np.abs(np.array(eta) - low)) < 1e-6 or low <= 1.8
+        assert np.min(np.abs(np.array(eta) - high)) < 1e-6
+    assert np.max(np.diff(eta)) <= 0.5 + 1e-9
