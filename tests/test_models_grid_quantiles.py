@@ -11,10 +11,10 @@ import numpy as np
 import pytest
 from scipy.special import erfinv
 
-from conftest import ROOT
 from ddsim_gan.models.grid_quantiles import (GridQuantileHead, GridRingTiesHead,
                                              weighted_quantiles)
 from ddsim_gan.models.heads import QuantileHead
+from model_families import recipe_module
 
 RICH = dict(hypotheses=[(0, [0.01, 0.02]), (1, [2.0, 3.3]), (2, [9.3, 15.6]), (3, [17.7, 29.7])],
             below_column=4, pion_thresholds=[2.6, 4.4], acceptance=[(1.8, 4.5), (2.7, 5.0)])
@@ -180,11 +180,7 @@ def test_a_grid_axis_needs_a_usable_range():
 def test_the_rich_grid_has_nodes_at_every_threshold_and_edge():
     from ddsim_gan import detectors
 
-    sys.path.insert(0, str(ROOT / "recipes"))
-    try:
-        import lhcb_rich_gan as rich
-    finally:
-        sys.path.remove(str(ROOT / "recipes"))
+    rich = recipe_module("lhcb_rich_gan")
     detector = detectors.get("lhcb_rich")
     (p_column, momentum, p_log), (eta_column, eta, _), _ = rich.quantile_grid(detector)
     assert (p_column, eta_column, p_log) == (0, 1, True)
