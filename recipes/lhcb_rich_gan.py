@@ -372,6 +372,9 @@ def train_quantile(detector, data, settings, args, val_conditions, val_samples):
     elif per_species or grid:
         head = plain(n_outputs, name="quantiles", dtype="float32", **per_species, **grid)
     if head is not None:
+        if grid:    # about a minute for the full preset's million tracks
+            print(f"fitting the output head's tables on {len(data.train_samples):,} tracks ...",
+                  flush=True)
         head.adapt(data.train_samples, data.train_conditions)
         if grid:
             print(f"output head: {head.n_nodes} grid nodes per species; "
