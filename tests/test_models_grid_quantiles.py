@@ -196,3 +196,65 @@ def test_the_rich_grid_has_nodes_at_every_threshold_and_edge():
         assert np.min(np.abs(np.array(eta) - low)) < 1e-6 or low <= 1.8
         assert np.min(np.abs(np.array(eta) - high)) < 1e-6
     assert np.max(np.diff(eta)) <= 0.5 + 1e-9
+
+
+def _narrow_peak_moving_with_momentum(n=200_000, seed=0):
+    """x ~ N(2 log P, 0.3): over one node spacing of LOG_P the mean moves by 1.15, four widths,
+    so a tent-weighted node table is about twice as wide as the law at its node."""
+    rng = np.random.default_rng(seed)
+    momentum = np.exp(rng.uniform(0.0, np.log(100.0), n))
+    x = 2.0 * np.log(momentum) + 0.3 * rng.normal(size=n)
+    return momentum[:, None].astype(np.float32), x[:, None].astype(np.float32)
+
+
+def _draw_at(head, momentum, n=40_000, seed=1):
+    raw = np.random.default_rng(seed).standard_normal((n, 1)).astype(np.float32)
+    return np.asarray(head([raw, np.full((n, 1), momentum, np.float32)]))[:, 0]
+
+
+def test_refinement_stages_remove_the_widening_of_the_node_tables():
+    conditions, samples = _narrow_peak_moving_with_momentum()
+    one_stage = GridQuantileHead(1, grid=[LOG_P]).adapt(samples, conditions)
+    refined = GridQuantileHead(1, grid=[LOG_P], refinements=2).adapt(samples, conditions)
+    assert refined.fallback_nodes == one_stage.fallback_nodes == 0
+    tables = np.asarray(refined.grid_tables).reshape(3, 9, 101)
+    np.testing.assert_array_equal(tables[0], np.asarray(one_stage.grid_tables).reshape(9, 101))
+    for momentum in (10.0, 7.0, 30.0):                    # at a node and between nodes
+        wide, drawn = _draw_at(one_stage, momentum), _draw_at(refined, momentum)
+        assert wide.std() > 0.45
+        assert drawn.std() == pytest.approx(0.3, rel=0.12)
+        assert drawn.mean() == pytest.approx(2.0 * np.log(momentum), abs=0.05)
+    # the first refinement narrows: its input, the PIT through stage 0 in Gaussian units, is
+    # narrower than N(0, 1), whose 10-90 % range is 2.56
+    assert np.ptp(tables[1, 4, 10:91]) < 0.8 * 2.56
+
+
+def test_a_refinement_of_right_tables_is_close_to_the_identity():
+    rng = np.random.default_rng(4)
+    momentum = np.exp(rng.uniform(0.0, np.log(100.0), 200_000))[:, None].astype(np.float32)
+    samples = rng.gamma(2.0, size=momentum.shape).astype(np.float32)   # no dependence on P
+    head = GridQuantileHead(1, grid=[LOG_P], refinements=1).adapt(samples, momentum)
+    levels = np.linspace(0.0, 1.0, 101)[5:96]
+    gaussian = np.sqrt(2.0) * erfinv(2 * levels - 1)
+    refinement = np.asarray(head.grid_tables).reshape(2, 9, 101)[1][:, 5:96]
+    np.testing.assert_allclose(refinement, np.broadcast_to(gaussian, refinement.shape), atol=0.08)
+
+
+def test_refined_tables_keep_a_point_mass_exact_and_save_with_their_stages(tmp_path):
+    conditions, samples = _peak_moving_with_momentum()
+    zero = np.random.default_rng(5).random(len(samples)) < 0.3
+    samples = np.where(zero[:, None], 0.0, np.abs(samples) + 1.0).astype(np.float32)
+    head = GridQuantileHead(1, grid=[LOG_P], category_index=1, n_categories=2, refinements=2)
+    head.adapt(samples, conditions)
+    drawn = _draw(head, 7.0, 0)
+    assert (drawn == 0.0).mean() == pytest.approx(0.3, abs=0.02)
+    raw_in, conditions_in = keras.Input((1,)), keras.Input((2,))
+    model = keras.Model([raw_in, conditions_in], head([raw_in, conditions_in]))
+    model.save(tmp_path / "head.keras")
+    reloaded = keras.saving.load_model(tmp_path / "head.keras")
+    assert reloaded.layers[-1].refinements == 2
+    raw = np.random.default_rng(1).standard_normal((1000, 1)).astype(np.float32)
+    np.testing.assert_array_equal(np.asarray(reloaded([raw, conditions[:1000]])),
+                                  np.asarray(model([raw, conditions[:1000]])))
+    with pytest.raises(ValueError, match="refinements = -1"):
+        GridQuantileHead(1, grid=[LOG_P], refinements=-1)

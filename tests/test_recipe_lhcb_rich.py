@@ -79,6 +79,27 @@ def test_export_serves_dlls_with_exact_threshold_ties(model, request):
     assert (a[~below_kaon, 2] != a[~below_kaon, 4]).any()
 
 
+def test_the_exported_sampler_is_quantile_mapped_and_the_generator_alone_kept(rich_run):
+    import keras
+
+    import ddsim_gan.models  # noqa: F401  (registers the layers)
+
+    mapped = keras.saving.load_model(rich_run / "generator.keras", compile=False)
+    alone = keras.saving.load_model(rich_run / "generator_alone.keras", compile=False)
+    quantile_map = mapped.get_layer("quantile_map")
+    assert quantile_map.generated.kernel_width == 0.8 and quantile_map.n_features == 5
+    assert "quantile_map" not in [layer.name for layer in alone.layers]
+    conditions = np.array([[20.0, 3.0, 200.0, k] for k in range(5)] * 200, np.float32)
+    noise = np.random.default_rng(0).standard_normal((1000, 16)).astype(np.float32)
+    a, b = (np.asarray(s.predict([conditions, noise], verbose=0)) for s in (mapped, alone))
+    assert np.isfinite(a).all() and not np.array_equal(a, b)
+    metrics = json.loads((rich_run / "metrics.json").read_text())
+    bar = metrics["efficiency_bar"]
+    assert bar["generator_alone"]["n_ratios"] == bar["n_ratios"]
+    assert json.loads((rich_run / "run.json").read_text())["quantile_map"] is True
+    assert "| GAN without the quantile map |" in (rich_run / "report.md").read_text()
+
+
 def test_each_species_has_its_own_dll_table(rich_run):
     """The quantile model's head maps a raw number through the species' own inverse CDF: raw 0
     is each species' median DLLe in the training tracks, so an electron's is far above a
@@ -87,7 +108,7 @@ def test_each_species_has_its_own_dll_table(rich_run):
 
     import ddsim_gan.models.heads  # noqa: F401  (registers the head)
 
-    sampler = keras.saving.load_model(rich_run / "generator.keras", compile=False)
+    sampler = keras.saving.load_model(rich_run / "generator_alone.keras", compile=False)
     head = sampler.get_layer("threshold_ties")
     assert type(head).__name__ == "GridRingTiesHead"       # the defaults: --tables grid
     assert (head.category_index, head.n_categories) == (3, 5)

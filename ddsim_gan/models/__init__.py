@@ -14,6 +14,7 @@ from . import components as _components  # noqa: F401  (parametric shower compon
 from ..data import geometry_encoders as _geometry_encoders  # noqa: F401
 from . import heads as _heads  # noqa: F401
 from . import grid_quantiles as _grid_quantiles  # noqa: F401  (heads with conditional tables)
+from . import quantile_map as _quantile_map  # noqa: F401  (post-training quantile mapping)
 from . import regions as _regions  # noqa: F401  (region mixture; also imports chain)
 from . import chain as _chain  # noqa: F401  (NoiseSlice; auto-regressive chain)
 from . import resampling as _resampling  # noqa: F401  (classifier-weighted resampling)

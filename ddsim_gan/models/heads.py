@@ -250,12 +250,16 @@ class RingTiesHead(QuantileHead):
     def adapt(self, samples, conditions=None):
         if conditions is None:
             raise ValueError("RingTiesHead.adapt needs the conditions (which rows are free)")
+        return super().adapt(self.free_samples(samples, conditions), conditions)
+
+    def free_samples(self, samples, conditions):
+        """``samples`` (float64) with NaN wherever :meth:`constrain` imposes the value."""
         free = np.array(samples, np.float64).reshape(len(samples), self.n_features)
         conditions = np.asarray(conditions, np.float64)
         free[self.no_ring(self.pion_thresholds, conditions, np), self.below_column] = np.nan
         for column, thresholds in self.hypotheses:
             free[self.no_ring(thresholds, conditions, np), column] = np.nan
-        return super().adapt(free, conditions)
+        return free
 
     def get_config(self):
         return {**super().get_config(), "hypotheses": self.hypotheses,
