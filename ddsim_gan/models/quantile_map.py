@@ -99,12 +99,14 @@ def free_entries(head, samples, conditions):
 
 
 def quantile_mapped_sampler(sampler, conditions, samples, *, kernel_width=0.8, seed=0,
-                            batch_size=65_536):
+                            batch_size=65_536, name="quantile_map", grid=None):
     """Fit a :class:`GridQuantileMap` between the raw output of ``sampler`` (a Keras model
     ``[conditions, noise] -> samples`` ending in a :class:`GridQuantileHead`, e.g.
     ``gan.sampler`` or a loaded ``generator.keras``) and the raw units of the reference
     ``samples`` at ``conditions`` (the training tracks); return the sampler with the map
-    between the generator and the head (it shares their layers) and the map."""
+    between the generator and the head (it shares their layers) and the map (layer ``name``;
+    a sampler mapped before may be mapped again under another name). ``grid``: the map's
+    own grid axes (as :class:`GridQuantileHead`'s), the head's by default."""
     heads = [layer for layer in sampler.layers if isinstance(layer, GridQuantileHead)]
     if len(heads) != 1:
         raise ValueError("quantile_mapped_sampler: the sampler needs one GridQuantileHead as "
@@ -122,9 +124,10 @@ def quantile_mapped_sampler(sampler, conditions, samples, *, kernel_width=0.8, s
         [conditions, noise], batch_size=batch_size, verbose=0).astype(np.float64)
     generated_raw[np.isnan(reference_raw)] = np.nan
     quantile_map = GridQuantileMap(
-        head.n_features, grid=head.grid, n_levels=head.n_levels, min_weight=head.min_weight,
+        head.n_features, grid=head.grid if grid is None else grid, n_levels=head.n_levels,
+        min_weight=head.min_weight,
         kernel_width=kernel_width, category_index=head.category_index,
-        n_categories=head.n_categories, epsilon=head.epsilon, name="quantile_map",
+        n_categories=head.n_categories, epsilon=head.epsilon, name=name,
         dtype="float32").adapt(generated_raw, reference_raw, conditions)
     mapped = head([quantile_map([raw, conditions_in]), conditions_in])
     return keras.Model([conditions_in, noise_in], mapped, name="sampler"), quantile_map
