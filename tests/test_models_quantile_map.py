@@ -10,7 +10,7 @@ import keras
 import numpy as np
 import pytest
 from scipy import stats
-from scipy.special import ndtr
+from scipy.special import erfinv, ndtr
 
 from ddsim_gan.models.grid_quantiles import GridQuantileHead
 from ddsim_gan.models.quantile_map import GridQuantileMap, quantile_mapped_sampler
@@ -109,7 +109,7 @@ def test_the_mapped_sampler_corrects_a_biased_generator_and_reloads(tmp_path):
     reloaded = keras.saving.load_model(tmp_path / "mapped.keras")
     np.testing.assert_array_equal(np.asarray(reloaded.predict([at[:500], noise[:500]], verbose=0)),
                                   after[:500, None])
-    assert reloaded.get_layer("quantile_map").generated.kernel_width == 0.8
+    assert reloaded.get_layer("quantile_map").node_maps.kernel_width == 0.8
 
 
 @pytest.mark.slow
@@ -153,3 +153,13 @@ def test_bad_input_to_the_map_is_refused():
         keras.layers.Concatenate()([conditions, noise])))
     with pytest.raises(ValueError, match="one GridQuantileHead"):
         quantile_mapped_sampler(plain, momentum, generated[:, :1])
+
+
+def test_a_generator_that_is_already_right_is_left_about_as_it_is():
+    momentum, _, reference = _biased_generator_data(200_000)
+    _, _, also_reference = _biased_generator_data(200_000, seed=9)    # a second draw of z
+    quantile_map = GridQuantileMap(2, grid=[LOG_P]).adapt(also_reference, reference, momentum)
+    tables = np.asarray(quantile_map.node_maps.grid_tables).reshape(9, 101, 2)
+    raw_points = np.sqrt(2.0) * erfinv(2.0 * np.linspace(0.0, 1.0, 101)[10:91] - 1.0)
+    np.testing.assert_allclose(tables[:, 10:91], np.broadcast_to(
+        raw_points[None, :, None], (9, 81, 2)), atol=0.06)

@@ -87,7 +87,7 @@ def test_the_exported_sampler_is_quantile_mapped_and_the_generator_alone_kept(ri
     mapped = keras.saving.load_model(rich_run / "generator.keras", compile=False)
     alone = keras.saving.load_model(rich_run / "generator_alone.keras", compile=False)
     quantile_map = mapped.get_layer("quantile_map")
-    assert quantile_map.generated.kernel_width == 0.8 and quantile_map.n_features == 5
+    assert quantile_map.node_maps.kernel_width == 0.8 and quantile_map.n_features == 5
     assert "quantile_map" not in [layer.name for layer in alone.layers]
     conditions = np.array([[20.0, 3.0, 200.0, k] for k in range(5)] * 200, np.float32)
     noise = np.random.default_rng(0).standard_normal((1000, 16)).astype(np.float32)
