@@ -1,5 +1,6 @@
 """Shared fixtures: a tiny calorimeter that makes GAN tests take seconds, not minutes."""
 
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -10,6 +11,30 @@ import pytest
 from ddsim_gan.detectors import Condition, Detector
 
 ROOT = Path(__file__).resolve().parents[1]
+
+_JAX_SCRIPT = """
+import sys
+import numpy as np
+import keras
+import ddsim_gan.models  # registers the custom layers
+assert keras.backend.backend() == "jax", keras.backend.backend()
+inputs = np.load(sys.argv[1])
+model = keras.saving.load_model(sys.argv[3])
+np.save(sys.argv[2], np.asarray(model([inputs["conditions"], inputs["noise"]], training=False)))
+"""
+
+
+def samples_under_jax(keras_file, conditions, noise, tmp_path):
+    """A ``[conditions, noise] -> samples`` ``.keras`` model's samples under the JAX backend,
+    from a subprocess (the backend is fixed at import)."""
+    np.savez(tmp_path / "inputs.npz", conditions=conditions, noise=noise)
+    (tmp_path / "run.py").write_text(_JAX_SCRIPT)
+    completed = subprocess.run(
+        [sys.executable, str(tmp_path / "run.py"), str(tmp_path / "inputs.npz"),
+         str(tmp_path / "out.npy"), str(keras_file)],
+        env={**os.environ, "KERAS_BACKEND": "jax"}, capture_output=True, text=True, timeout=120)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    return np.load(tmp_path / "out.npy")
 
 
 class MiniCalo(Detector):

@@ -2,9 +2,6 @@
 GridQuantileHead.cdf, the inverse of its tables, that the map and the refinements stand on."""
 
 import importlib.util
-import os
-import subprocess
-import sys
 
 import keras
 import numpy as np
@@ -120,7 +117,7 @@ def test_a_mapped_sampler_serves_and_loads_under_jax(tmp_path):
     import tensorflow as tf
 
     from ddsim_gan.export.savedmodel import export_savedmodel, serving_noise
-    from test_models_resampling import JAX_SCRIPT
+    from conftest import samples_under_jax
 
     sampler, momentum, truth = _biased_sampler()
     mapped, _ = quantile_mapped_sampler(sampler, momentum[:50_000], truth[:50_000], seed=3)
@@ -134,14 +131,8 @@ def test_a_mapped_sampler_serves_and_loads_under_jax(tmp_path):
         conditions=tf.constant(conditions), seed=tf.constant(11, tf.int64))["samples"].numpy()
     expected = np.asarray(mapped([conditions, noise]))
     np.testing.assert_allclose(served, expected, rtol=1e-5, atol=1e-5)
-    np.savez(tmp_path / "inputs.npz", conditions=conditions, noise=noise)
-    (tmp_path / "run.py").write_text(JAX_SCRIPT)
-    completed = subprocess.run(
-        [sys.executable, str(tmp_path / "run.py"), str(tmp_path / "inputs.npz"),
-         str(tmp_path / "out.npy"), str(keras_file)],
-        env={**os.environ, "KERAS_BACKEND": "jax"}, capture_output=True, text=True, timeout=120)
-    assert completed.returncode == 0, completed.stderr[-3000:]
-    np.testing.assert_allclose(np.load(tmp_path / "out.npy"), expected, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(samples_under_jax(keras_file, conditions, noise, tmp_path),
+                               expected, rtol=1e-4, atol=1e-4)
 
 
 def test_bad_input_to_the_map_is_refused():

@@ -1,9 +1,6 @@
 """Sampling-importance resampling by a classifier's density ratio (ddsim_gan.models.resampling)."""
 
 import importlib.util
-import os
-import subprocess
-import sys
 
 import keras
 import numpy as np
@@ -106,18 +103,6 @@ def test_resampled_sampler_needs_two_candidates():
                             R.ratio_classifier(2, np.zeros(2), np.ones(2)), 1)
 
 
-JAX_SCRIPT = """
-import sys
-import numpy as np
-import keras
-import ddsim_gan.models  # registers the custom layers
-assert keras.backend.backend() == "jax", keras.backend.backend()
-inputs = np.load(sys.argv[1])
-model = keras.saving.load_model(sys.argv[3])
-np.save(sys.argv[2], np.asarray(model([inputs["conditions"], inputs["noise"]], training=False)))
-"""
-
-
 @pytest.mark.slow
 @pytest.mark.skipif(importlib.util.find_spec("jax") is None, reason="jax is not installed")
 def test_a_resampled_calorimeter_sampler_serves_and_loads_under_jax(tmp_path):
@@ -125,7 +110,7 @@ def test_a_resampled_calorimeter_sampler_serves_and_loads_under_jax(tmp_path):
     Keras model's samples for the served noise, and its .keras file the same under JAX."""
     import tensorflow as tf
 
-    from conftest import MiniCalo, tiny_conditional_gan
+    from conftest import MiniCalo, samples_under_jax, tiny_conditional_gan
     from ddsim_gan.export.savedmodel import export_savedmodel, serving_noise
 
     detector = MiniCalo()
@@ -150,12 +135,5 @@ def test_a_resampled_calorimeter_sampler_serves_and_loads_under_jax(tmp_path):
         conditions=tf.constant(conditions), seed=tf.constant(11, tf.int64))["samples"].numpy()
     expected = np.asarray(resampled([conditions, noise]))
     np.testing.assert_allclose(served, expected, rtol=1e-5, atol=1e-6 * expected.max())
-    np.savez(tmp_path / "inputs.npz", conditions=conditions, noise=noise)
-    (tmp_path / "run.py").write_text(JAX_SCRIPT)
-    completed = subprocess.run(
-        [sys.executable, str(tmp_path / "run.py"), str(tmp_path / "inputs.npz"),
-         str(tmp_path / "out.npy"), str(keras_file)],
-        env={**os.environ, "KERAS_BACKEND": "jax"}, capture_output=True, text=True, timeout=120)
-    assert completed.returncode == 0, completed.stderr[-3000:]
-    np.testing.assert_allclose(np.load(tmp_path / "out.npy"), expected, rtol=1e-5,
-                               atol=1e-6 * expected.max())
+    np.testing.assert_allclose(samples_under_jax(keras_file, conditions, noise, tmp_path),
+                               expected, rtol=1e-5, atol=1e-6 * expected.max())

@@ -166,7 +166,7 @@ class GridQuantileHead(QuantileHead):
         rng = np.random.default_rng(0)     # the PIT's draws within point masses
         for _ in range(self.refinements):
             self._assign_stages(stages)
-            uniform = self.probability_transform(samples, conditions, rng, n_stages=len(stages))
+            uniform = self.probability_transform(values, conditions, rng, n_stages=len(stages))
             gaussian = _ndtri(np.clip(uniform, self.epsilon, 1.0 - self.epsilon))
             stages.append(self._fit_stage(gaussian, positions, category, category_tables=False))
         self.fallback_nodes = fallback_nodes
