@@ -76,6 +76,11 @@ class QuantileHead(keras.layers.Layer):
                 table.adapt(samples[rows] if rows.any() else samples)
         return self
 
+    def free_samples(self, samples, conditions):
+        """``samples`` (float64, ``[N, n]``) with NaN wherever :meth:`constrain` imposes the
+        value; none here."""
+        return np.array(samples, np.float64).reshape(len(samples), self.n_features)
+
     def build(self, input_shape):
         # the quantile tables are created in __init__; nothing depends on the input shape
         for table in (self.quantiles, *self.category_quantiles):
@@ -254,7 +259,7 @@ class RingTiesHead(QuantileHead):
 
     def free_samples(self, samples, conditions):
         """``samples`` (float64) with NaN wherever :meth:`constrain` imposes the value."""
-        free = np.array(samples, np.float64).reshape(len(samples), self.n_features)
+        free = super().free_samples(samples, conditions)
         conditions = np.asarray(conditions, np.float64)
         free[self.no_ring(self.pion_thresholds, conditions, np), self.below_column] = np.nan
         for column, thresholds in self.hypotheses:

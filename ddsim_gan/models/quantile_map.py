@@ -106,13 +106,6 @@ class GridQuantileMap(keras.layers.Layer):
                 **self.options, "grid": self.node_maps.grid}
 
 
-def free_entries(head, samples, conditions):
-    """``samples`` as float64 with NaN where ``head`` imposes the value (a
-    :class:`~ddsim_gan.models.heads.RingTiesHead`'s tied DLLs), else unchanged."""
-    return (head.free_samples(samples, conditions) if hasattr(head, "free_samples")
-            else np.array(samples, np.float64))
-
-
 def quantile_mapped_sampler(sampler, conditions, samples, *, kernel_width=0.8, seed=0,
                             batch_size=65_536, name="quantile_map", grid=None):
     """Fit a :class:`GridQuantileMap` between the raw output of ``sampler`` (a Keras model
@@ -130,7 +123,7 @@ def quantile_mapped_sampler(sampler, conditions, samples, *, kernel_width=0.8, s
     conditions_in, noise_in = sampler.inputs
     raw = head.input[0]
     conditions = np.asarray(conditions, np.float32)
-    reference = free_entries(head, samples, conditions)
+    reference = head.free_samples(samples, conditions)
     rng = np.random.default_rng(seed)
     uniform = head.probability_transform(reference, conditions, rng)
     reference_raw = ndtri(np.clip(uniform, head.epsilon, 1.0 - head.epsilon))
