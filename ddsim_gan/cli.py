@@ -146,7 +146,9 @@ def _benchmark(args) -> None:
     peak = result["matmul_peak"]["gflops"]
     print(f"matmul peak: {peak:.1f} GFLOP/s ({result['machine']['cpus']} CPUs)")
     for gen in result["generation"]:
-        rates = ", ".join(f"b={r['batch']}: {r['savedmodel_per_s']:.0f}/s" for r in gen["rows"])
+        rates = ", ".join(f"b={r['batch']}: " + (f"{r['savedmodel_per_s']:.0f}/s"
+                                                if r["savedmodel_per_s"] else "out of memory")
+                          for r in gen["rows"])
         print(f"{gen['recipe']}: {rates}; {gen['achieved_gflops']:.1f} GFLOP/s "
               f"({gen.get('fraction_of_peak', 0):.0%} of peak)")
     pipe = result["input_pipeline"]
@@ -229,7 +231,9 @@ recipes: {_recipe_list()}""")
     export = commands.add_parser(
         "export", help="write a recipe's generator as a SavedModel for TF Serving",
         description="Write <base>/<name>/<version>/ atomically from a recipe's output directory.")
-    export.add_argument("--run-dir", type=Path, help="recipe output (generator.keras, run.json)")
+    export.add_argument("--run-dir", type=Path,
+                        help="recipe output (generator.keras, run.json), or an exported "
+                             "version directory to export again with this code")
     export.add_argument("--base", type=Path, default=Path("saved_models"),
                         help="TF Serving base directory (default: saved_models)")
     export.add_argument("--name", help="model name (default: the recipe's name)")

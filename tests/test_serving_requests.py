@@ -218,3 +218,49 @@ def test_saved_model_cli_lists_the_serving_signature(served):
     assert "outputs['samples']" in outputs and "outputs['in_range']" in outputs
     assert "shape: (-1, 4, 4, 3)" in outputs and "DT_BOOL" in outputs
     assert "Method name is: tensorflow/serving/predict" in block
+
+
+def test_large_requests_are_generated_in_chunks_with_the_same_samples(tmp_path):
+    """A request larger than the chunk runs the sampler on slices; the samples are those of one
+    call with the same seed (the noise of the whole request is drawn first), for requests of
+    0, 1, exactly one chunk, and several chunks with a short last one."""
+    from ddsim_gan.export.savedmodel import serving_chunk
+
+    gan = tiny_conditional_gan("dense")
+    signatures = {}
+    for chunk in (3, 1000):
+        version = export_savedmodel(gan.sampler, tmp_path, f"chunk{chunk}", 1,
+                                    latent_dim=gan.latent_dim, n_conditions=1, chunk=chunk)
+        signatures[chunk] = tf.saved_model.load(str(version)).signatures["serving_default"]
+    conditions = np.linspace(150.0, 950.0, 7, dtype=np.float32)[:, None]
+    for n in (0, 1, 3, 7):
+        c = tf.constant(conditions[:n])
+        chunked, whole = (signatures[k](conditions=c, seed=tf.constant(SEED, tf.int64))
+                          ["samples"].numpy() for k in (3, 1000))
+        assert chunked.shape == whole.shape == (n, *gan.sampler.outputs[0].shape[1:])
+        np.testing.assert_allclose(chunked, whole, rtol=1e-6, atol=1e-6)
+    assert signatures[3].structured_outputs["samples"].shape.as_list()[1:] == list(
+        gan.sampler.outputs[0].shape[1:])
+    assert serving_chunk(70_920) == 473 and serving_chunk(16) == 65_536
+
+
+def test_an_exported_version_exports_again_with_the_same_samples(tmp_path):
+    """``export_run`` on a version directory (its ``assets.extra``) traces the serving graph
+    again: the same metadata and, for the same seed, the same samples; a directory with
+    neither layout is refused with a message naming both."""
+    from ddsim_gan.export import export_run
+
+    gan = tiny_conditional_gan("dense")
+    gan.sampler.save(tmp_path / "generator.keras")
+    (tmp_path / "run.json").write_text(json.dumps({"recipe": "tiny", "detector": "mini"}))
+    first = export_run(tmp_path, tmp_path / "base", version=1)
+    second = export_run(first, tmp_path / "base", version=2)
+    meta = [json.loads((v / "assets.extra" / "ddsim_gan.json").read_text())
+            for v in (first, second)]
+    assert meta[0] == meta[1] and meta[1]["recipe"] == "tiny"
+    c = tf.constant(CONDITIONS, tf.float32)
+    a, b = (tf.saved_model.load(str(v)).signatures["serving_default"](
+        conditions=c, seed=tf.constant(SEED, tf.int64))["samples"].numpy() for v in (first, second))
+    np.testing.assert_array_equal(a, b)
+    with pytest.raises(FileNotFoundError, match="no generator.keras with run.json"):
+        export_run(tmp_path / "base", tmp_path / "other")

@@ -28,21 +28,6 @@ SHOWN = ("classifier_auc", "W1/sigma:mean", "W1/sigma:E_total", "energy_centre_m
          "energy_centre_mean_shift_y", "W1/sigma:n_hits", "FPD")
 
 
-def _source(model: Path):
-    """``(generator.keras, metadata dict, spectrum dict or None)`` of a run or SavedModel."""
-    for folder, meta_name in ((model / "assets.extra", "ddsim_gan.json"), (model, "run.json")):
-        if (folder / "generator.keras").is_file() and (folder / meta_name).is_file():
-            meta = json.loads((folder / meta_name).read_text())
-            spectrum = meta.pop("spectrum", None)
-            if spectrum is None and (folder / "spectrum.json").is_file():
-                spectrum = json.loads((folder / "spectrum.json").read_text())
-            for key in ("latent_dim", "n_conditions"):
-                meta.pop(key, None)
-            return folder / "generator.keras", meta, spectrum
-    raise SystemExit(f"resample_generator: {model} holds no generator.keras with its metadata "
-                     "(a SavedModel version directory or a recipe's output directory)")
-
-
 def _features(detector, samples):
     import numpy as np
 
@@ -100,10 +85,14 @@ def main(argv=None) -> int:
     import ddsim_gan.models  # noqa: F401  (registers the generator's layers)
     from ddsim_gan import detectors, recipe
     from ddsim_gan.evaluation import evaluate
+    from ddsim_gan.export.savedmodel import run_files
     from ddsim_gan.models.resampling import generate, resample_generator
 
     started = time.monotonic()
-    keras_file, meta, spectrum = _source(args.model)
+    try:
+        keras_file, meta, spectrum = run_files(args.model)
+    except FileNotFoundError as error:
+        raise SystemExit(f"resample_generator: {error}") from None
     detector = detectors.get(meta["detector"])
     settings = {"n_train": args.n_train, "n_test": args.n_test}
     data = recipe.prepare_data(detector, argparse.Namespace(data=args.data, seed=args.seed),

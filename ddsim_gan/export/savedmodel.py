@@ -11,6 +11,8 @@ is not a scalar, and NaN or inf conditions, each with an ``InvalidArgumentError`
 (TF Serving passes the message on to the client). Models with a fitted condition spectrum also get
 ``sample_spectrum(n: int64 [], seed: int64 []) -> {"conditions", "samples"}``. The graphs hold
 only standard TF ops (no ``py_function``), so serving needs neither Python nor this package.
+A large request is generated in chunks of :func:`serving_chunk` events (the noise of the whole
+request is drawn first, so chunking does not change the samples).
 """
 
 from __future__ import annotations
@@ -35,6 +37,36 @@ def serving_noise(n, latent_dim, seed):
     return tf.random.stateless_normal(
         tf.stack([tf.cast(n, tf.int32), latent_dim]),
         seed=tf.stack([tf.cast(seed, tf.int64), tf.constant(0x5EED, tf.int64)]))
+
+
+def serving_chunk(latent_dim) -> int:
+    """Most events one call of the sampler gets in the serving graph. The noise width grows
+    with what an event holds in flight (a resampled DarkSHINE sampler: 8 candidates, 70 920
+    numbers, and about 4 MB of cell tensors per event), so 2^25 / width events keep a call to
+    a few hundred MB: 473 such events, 3 785 for the DarkSHINE generator alone, 65 536 at most
+    (a request of 10 000 resampled showers in one call ran a 24 GB machine out of memory)."""
+    return int(min(65_536, max(64, 2 ** 25 // max(int(latent_dim), 1))))
+
+
+def chunked_call(call, conditions, noise, chunk):
+    """``call(conditions, noise)`` on consecutive slices of at most ``chunk`` rows, concatenated
+    (a ``tf.while_loop``: standard ops, one trace of ``call``); one call when the batch fits."""
+    n = tf.shape(conditions)[0]
+
+    def in_chunks():
+        n_chunks = (n + chunk - 1) // chunk
+
+        def body(i, outputs):
+            start = i * chunk
+            stop = tf.minimum(start + chunk, n)
+            return i + 1, outputs.write(i, call(conditions[start:stop], noise[start:stop]))
+
+        _, outputs = tf.while_loop(
+            lambda i, _: i < n_chunks, body,
+            [tf.constant(0), tf.TensorArray(tf.float32, size=n_chunks, infer_shape=False)])
+        return outputs.concat()
+
+    return tf.cond(n <= chunk, lambda: call(conditions, noise), in_chunks)
 
 
 def _request_shape(x):
@@ -64,14 +96,18 @@ def _checked_request(conditions, seed, n_conditions, condition_names=None):
 
 
 def servable_module(sampler, latent_dim, n_conditions, spectrum=None, condition_ranges=None,
-                    condition_names=None):
+                    condition_names=None, chunk=None):
     """A ``tf.Module`` carrying the Keras sampler and the serving functions.
 
     ``condition_ranges`` ([c, 2], low and high of each condition) adds the ``in_range`` output;
-    ``condition_names`` go into the error message of a request with the wrong shape."""
+    ``condition_names`` go into the error message of a request with the wrong shape; ``chunk``
+    (default :func:`serving_chunk`) is the most events one call of the sampler gets."""
     module = tf.Module()
     module.sampler = sampler
     ranges = None if condition_ranges is None else tf.constant(condition_ranges, tf.float32)
+    chunk = serving_chunk(latent_dim) if chunk is None else int(chunk)
+    outputs = getattr(sampler, "outputs", None)
+    sample_shape = tuple(outputs[0].shape[1:]) if outputs else None
 
     def serve(conditions, seed):
         conditions, seed = _checked_request(conditions, seed, n_conditions, condition_names)
@@ -84,7 +120,12 @@ def servable_module(sampler, latent_dim, n_conditions, spectrum=None, condition_
     def generate(conditions, seed):
         conditions = tf.debugging.check_numerics(conditions, "conditions contain NaN or inf")
         noise = serving_noise(tf.shape(conditions)[0], latent_dim, seed)
-        return tf.cast(module.sampler([conditions, noise], training=False), tf.float32)
+        samples = chunked_call(
+            lambda c, z: tf.cast(module.sampler([c, z], training=False), tf.float32),
+            conditions, noise, chunk)
+        if sample_shape is not None:    # the loop's concatenation forgets it
+            samples.set_shape([None, *sample_shape])
+        return samples
 
     module.serve = tf.function(
         serve,
@@ -114,7 +155,8 @@ def servable_module(sampler, latent_dim, n_conditions, spectrum=None, condition_
 
 
 def export_savedmodel(sampler, base_dir, name, version=None, *, latent_dim, n_conditions,
-                      spectrum=None, metadata=None, overwrite=False, keras_file=None) -> Path:
+                      spectrum=None, metadata=None, overwrite=False, keras_file=None,
+                      chunk=None) -> Path:
     """Write ``base_dir/name/version`` atomically (temporary directory renamed into place).
 
     Args:
@@ -123,6 +165,7 @@ def export_savedmodel(sampler, base_dir, name, version=None, *, latent_dim, n_co
         metadata: JSON-serializable dict stored as ``assets.extra/ddsim_gan.json``.
         overwrite: replace an existing version directory (otherwise ``FileExistsError``).
         keras_file: a ``.keras`` file copied to ``assets.extra/generator.keras``.
+        chunk: most events per call of the sampler in the graph (default :func:`serving_chunk`).
 
     Returns the version directory.
     """
@@ -136,7 +179,7 @@ def export_savedmodel(sampler, base_dir, name, version=None, *, latent_dim, n_co
     shutil.rmtree(staging, ignore_errors=True)
     ranges = (metadata or {}).get("condition_ranges")
     module = servable_module(sampler, latent_dim, n_conditions, spectrum, ranges,
-                             (metadata or {}).get("condition_names"))
+                             (metadata or {}).get("condition_names"), chunk)
     signatures = {"serving_default": module.serve}
     if spectrum is not None:
         signatures["sample_spectrum"] = module.sample_spectrum
@@ -162,33 +205,49 @@ def export_savedmodel(sampler, base_dir, name, version=None, *, latent_dim, n_co
     return target
 
 
+def run_files(path):
+    """``(generator.keras path, metadata dict, spectrum dict or None)`` of a recipe's output
+    directory (``generator.keras``, ``run.json``, ``spectrum.json``) or of an exported version
+    directory (``assets.extra/``: ``generator.keras``, ``ddsim_gan.json``), so a shipped model
+    can be exported again or extended. ``FileNotFoundError`` names what is missing."""
+    path = Path(path)
+    for folder, meta_name in ((path / "assets.extra", "ddsim_gan.json"), (path, "run.json")):
+        if (folder / "generator.keras").is_file() and (folder / meta_name).is_file():
+            meta = json.loads((folder / meta_name).read_text())
+            spectrum = meta.pop("spectrum", None)
+            if spectrum is None and (folder / "spectrum.json").is_file():
+                spectrum = json.loads((folder / "spectrum.json").read_text())
+            for key in ("latent_dim", "n_conditions"):      # the export writes them again
+                meta.pop(key, None)
+            return folder / "generator.keras", meta, spectrum
+    raise FileNotFoundError(
+        f"{path}: no generator.keras with run.json (a recipe's output directory: run the "
+        "recipe first, or point at it) nor with assets.extra/ddsim_gan.json (an exported "
+        "version directory)")
+
+
 def export_run(run_dir, base_dir, name=None, version=None, *, overwrite=False) -> Path:
     """Export the model a recipe left in ``run_dir`` to ``base_dir/name/version``.
 
     ``run_dir`` holds ``generator.keras`` (the sampler), ``run.json`` (recipe, detector, units,
-    condition names) and, for models with a fitted condition spectrum, ``spectrum.json``. The
-    ``.keras`` file is copied to ``assets.extra/generator.keras`` (TF Serving ignores that folder),
-    so one directory carries the serving graph and the backend-independent Keras model (and,
-    for a resampled sampler, ``generator_alone.keras``: its generator without the resampling).
+    condition names) and, for models with a fitted condition spectrum, ``spectrum.json``; or it
+    is an exported version directory, whose serving graph is then traced again with this
+    package's code (:func:`run_files`). The ``.keras`` file is copied to
+    ``assets.extra/generator.keras`` (TF Serving ignores that folder), so one directory carries
+    the serving graph and the backend-independent Keras model (and, for a resampled sampler,
+    ``generator_alone.keras``: its generator without the resampling).
     """
     from ..models import load_generator
     from ..models.spectrum import ConditionSpectrum
 
-    run_dir = Path(run_dir)
-    for required in ("generator.keras", "run.json"):
-        if not (run_dir / required).is_file():
-            raise FileNotFoundError(f"{run_dir}: no {required}; is this a recipe's output "
-                                    f"directory (run it first, or point --run-dir at it)?")
-    info = json.loads((run_dir / "run.json").read_text())
-    sampler = load_generator(run_dir / "generator.keras")
+    keras_file, info, spectrum = run_files(run_dir)
+    sampler = load_generator(keras_file)
     conditions_input, noise_input = sampler.inputs
-    spectrum_path = run_dir / "spectrum.json"
-    spectrum = ConditionSpectrum.load(spectrum_path) if spectrum_path.is_file() else None
     return export_savedmodel(
         sampler, base_dir, name or info["recipe"], version,
         latent_dim=int(noise_input.shape[-1]), n_conditions=int(conditions_input.shape[-1]),
-        spectrum=spectrum, metadata=info, overwrite=overwrite,
-        keras_file=run_dir / "generator.keras")
+        spectrum=ConditionSpectrum(**spectrum) if spectrum else None, metadata=info,
+        overwrite=overwrite, keras_file=keras_file)
 
 
 def write_models_config(base_dir, names=None) -> Path:
