@@ -217,12 +217,15 @@ def pidgan_train_step(python, **kwargs) -> dict:
 def run_all(models=(), batch_sizes=(1, 100, 10_000), repeats=5, pipeline_events=20_000,
             train_steps=50, pidgan_python=None) -> dict:
     peak = matmul_peak(repeats=repeats)
+    # the input pipeline before the generators: after seven of them in this process it read
+    # at 0.26 of h5py's rate, alone at 0.53-0.61 (2026-12-07, the same machine minutes apart)
+    pipeline = input_pipeline(n_events=pipeline_events, repeats=repeats)
     result = {"machine": {"platform": platform.platform(), "processor": platform.processor(),
                           "cpus": os.cpu_count(), "python": sys.version.split()[0]},
               "date": time.strftime("%Y-%m-%d"), "matmul_peak": peak,
+              "input_pipeline": pipeline,
               "generation": [generation_throughput(m, batch_sizes, repeats, peak["gflops"])
-                             for m in models],
-              "input_pipeline": input_pipeline(n_events=pipeline_events, repeats=repeats)}
+                             for m in models]}
     ours = train_step_throughput(steps=train_steps, repeats=repeats)
     result["train_step"] = {"ddsim_gan": ours}
     if pidgan_python:
