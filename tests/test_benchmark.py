@@ -30,3 +30,34 @@ def test_quick_benchmark_writes_every_section(quick_run, tmp_path, capsys):
     assert result["train_step"]["ddsim_gan"]["samples_per_s"] > 0
     printed = capsys.readouterr().out
     assert "matmul peak" in printed and "train step" in printed
+
+
+def test_gpu_script_runs_under_jax_in_chunks(tmp_path):
+    """tools/gpu_benchmark.py under the JAX backend (here on the CPU): 10 samples in chunks of
+    4 (the last padded) give every timing, and the script imports no TensorFlow."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from conftest import MiniCalo, tiny_conditional_gan
+
+    gan = tiny_conditional_gan("dense")
+    gan.sampler.save(tmp_path / "generator.keras")
+    (tmp_path / "ddsim_gan.json").write_text(json.dumps(
+        {"condition_ranges": MiniCalo().condition_ranges.tolist()}))
+    script = Path(__file__).resolve().parents[1] / "tools" / "gpu_benchmark.py"
+    probe = ("import runpy, sys; sys.argv = sys.argv[1:]; "
+             "sys.modules['tensorflow'] = None; runpy.run_path(sys.argv[0], run_name='__main__')")
+    completed = subprocess.run(
+        [sys.executable, "-c", probe, str(script), str(tmp_path / "generator.keras"),
+         "--n", "10", "--chunk", "4", "--repeats", "1", "--max-hits", "8"],
+        env={**os.environ, "KERAS_BACKEND": "jax"}, capture_output=True, text=True,
+        timeout=300)
+    assert completed.returncode == 0, completed.stderr[-3000:]
+    result = json.loads(completed.stdout[:completed.stdout.rindex("}") + 1])
+    assert (result["n"], result["chunk"], result["n_chunks"]) == (10, 4, 3)
+    assert result["output_shape"] == list(MiniCalo.sample_shape)
+    assert set(result["seconds_per_1e5"]) == {"on_device_f32", "to_host_f32", "on_device_bf16",
+                                             "to_host_bf16", "to_host_sparse_bf16"}
+    assert all(v > 0 for v in result["seconds_per_1e5"].values())
