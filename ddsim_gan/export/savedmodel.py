@@ -50,7 +50,7 @@ def serving_chunk(latent_dim) -> int:
 
 def chunked_call(call, conditions, noise, chunk):
     """``call(conditions, noise)`` on consecutive slices of at most ``chunk`` rows, concatenated
-    (a ``tf.while_loop``: standard ops, one trace of ``call``); one call when the batch fits."""
+    (a ``tf.while_loop`` of standard ops); a batch that fits is one call, with no loop."""
     n = tf.shape(conditions)[0]
 
     def in_chunks():
