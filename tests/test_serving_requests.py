@@ -260,7 +260,8 @@ def test_an_exported_version_exports_again_with_the_same_samples(tmp_path):
     assert meta[0] == meta[1] and meta[1]["recipe"] == "tiny"
     c = tf.constant(CONDITIONS, tf.float32)
     a, b = (tf.saved_model.load(str(v)).signatures["serving_default"](
-        conditions=c, seed=tf.constant(SEED, tf.int64))["samples"].numpy() for v in (first, second))
+        conditions=c, seed=tf.constant(SEED, tf.int64))["samples"].numpy()
+        for v in (first, second))
     np.testing.assert_array_equal(a, b)
     with pytest.raises(FileNotFoundError, match="no generator.keras with run.json"):
         export_run(tmp_path / "base", tmp_path / "other")
