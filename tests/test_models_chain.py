@@ -282,6 +282,24 @@ def test_additive_knots_follow_a_step_in_a_second_condition():
         ConditionalStandardize.for_encoder(encoder, 1, additive_conditions=(2,))
 
 
+
+def test_moments_without_the_basis_equal_the_basis_times_the_coefficients():
+    # sampling regroups phi(c) @ W to skip building phi: same numbers, every kind of block
+    rng = np.random.default_rng(3)
+    n = 500
+    conditions = np.stack([rng.uniform(1, 3, n), rng.integers(0, 3, n), rng.uniform(2, 4, n),
+                           rng.integers(0, 2, n), rng.normal(size=n)], axis=1).astype("float32")
+    encoder = ConditionEncoder([0, 3, 0, 2, 0]).adapt(conditions)
+    encoded = keras.ops.convert_to_numpy(encoder(conditions))
+    layer = ConditionalStandardize.for_encoder(encoder, 2, n_knots=5, space="linear",
+                                               additive_conditions=(2,), n_additive_knots=7)
+    layer.adapt(rng.normal(size=(n, 2)), encoded)
+    assert layer.n_basis == 5 * 6 * 3 + 7 * 6
+    coef = rng.normal(size=(layer.n_basis, 3)).astype("float32")
+    dense = keras.ops.convert_to_numpy(layer.features(encoded)) @ coef
+    regrouped = keras.ops.convert_to_numpy(layer._project(encoded, coef))
+    np.testing.assert_allclose(regrouped, dense, rtol=1e-5, atol=1e-5)
+
 def _linear_critic_step(weights):
     w = tf.constant(weights, tf.float32)
     real = tf.random.stateless_normal([16, len(weights)], seed=[1, 2])

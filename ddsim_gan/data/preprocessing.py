@@ -430,10 +430,54 @@ class ConditionalStandardize(keras.layers.Layer):
         return blocks[0] if len(blocks) == 1 else ops.concatenate(blocks, axis=1)
 
     def _moments(self, encoded):
-        basis = self.features(encoded)
-        mean = ops.matmul(basis, ops.cast(self.mean_coef, "float32"))
-        scale = ops.exp(0.5 * ops.matmul(basis, ops.cast(self.log_var_coef, "float32")))
-        return mean, scale
+        """m(c) and s(c): phi(c) @ coefficients, without building phi (see :meth:`_project`)."""
+        coef = ops.concatenate([ops.cast(self.mean_coef, "float32"),
+                                ops.cast(self.log_var_coef, "float32")], axis=1)
+        both = self._project(ops.cast(encoded, "float32"), coef)
+        return both[:, :self.n_features], ops.exp(0.5 * both[:, self.n_features:])
+
+    def _project(self, encoded, coef):
+        """``features(encoded) @ coef`` for ``coef`` ``[n_basis, M]``, summed in another order.
+
+        phi is a tensor product hats (x) rest, so phi @ W = sum_j rest_j (hats @ W_j), and of
+        the hats only the two either side of the value are non-zero: two rows of the
+        coefficients regrouped ``[n_knots, rest x M]``, interpolated, then a row-wise product
+        with the few ``rest`` columns. Building phi itself (``[N, n_basis]``, 144 columns for
+        DarkSide's f200 link) took more time than the chain's networks when sampling."""
+        categories = [ops.concatenate([encoded[:, i:i + 1] for i in group], axis=1)
+                      for group in self.category_groups]
+        linear = ops.concatenate([ops.ones_like(encoded[:, :1])]
+                                 + [encoded[:, i:i + 1] for i in self.linear_columns], axis=1)
+        blocks = [(encoded[:, self.knot_column], self.knots, self.n_knots,
+                   [*categories, linear], 0, self.n_tensor_basis)]
+        start = self.n_tensor_basis
+        n_categories = int(np.prod([len(group) for group in self.category_groups]))
+        for a, column in enumerate(self.additive_columns):
+            stop = start + self.n_additive_knots * n_categories
+            blocks.append((encoded[:, column], self.additive_knots[a], self.n_additive_knots,
+                           categories, start, stop))
+            start = stop
+        total = 0.0
+        for value, knots, n_knots, factors, start, stop in blocks:
+            rest = self._times(ops.ones_like(value[:, None]), 1, factors)
+            width, n_out = rest.shape[1], coef.shape[1]
+            # rows (knot, rest column) -> [knot, output, rest column]
+            grouped = ops.reshape(ops.transpose(ops.reshape(
+                coef[start:stop], (n_knots, width, n_out)), (0, 2, 1)), (n_knots, -1))
+            # at most two hats are non-zero: those of the knots either side of the value
+            knots = ops.cast(knots, "float32")
+            position = (ops.clip(value, knots[0], knots[-1]) - knots[0]) * (
+                (n_knots - 1) / (knots[-1] - knots[0]))
+            left = ops.clip(ops.floor(position), 0, n_knots - 2)
+            weight = (position - left)[:, None]
+            left = ops.cast(left, "int32")
+            at_knots = ((1.0 - weight) * ops.take(grouped, left, axis=0)
+                        + weight * ops.take(grouped, left + 1, axis=0))
+            # sum over each output's rest columns as a product with a 0/1 matrix: a reduction
+            # over a few contiguous columns took longer than the gathers
+            sum_rest = np.kron(np.eye(n_out, dtype="float32"), np.ones((width, 1), "float32"))
+            total = total + ops.matmul(ops.tile(rest, (1, n_out)) * at_knots, sum_rest)
+        return total
 
     def adapt(self, samples, encoded):
         """Fit Q, the knots (over the range of the knot column), m and log s^2."""
