@@ -62,6 +62,10 @@ def main(argv=None):
                             help="parametric shower components rendered onto the crystals "
                                  "(default), layer-wise factorized networks, or plain dense "
                                  "ones")
+        parser.add_argument("--components", type=int, default=3,
+                            help="shower components of the components generator (the recoil "
+                                 "electron, a bremsstrahlung photon, fragments; more give the "
+                                 "nuclear fragments room of their own)")
         parser.add_argument("--scattered-mev", type=float, default=10.0,
                             help="scale of the per-cell scattered deposits (nuclear fragments, "
                                  "noise hits) of the layer-wise generator; 0 turns them off")
@@ -119,6 +123,8 @@ def main(argv=None):
         if getattr(args, option) < 0:
             raise SystemExit(f"{RECIPE}: --{option.replace('_', '-')} = {getattr(args, option)}, "
                              "expected >= 0 (0 turns it off)")
+    if args.components < 1:
+        raise SystemExit(f"{RECIPE}: --components = {args.components}, expected at least 1")
 
     import numpy as np
 
@@ -162,7 +168,8 @@ def main(argv=None):
                                 noise_sigma=darkshine.NOISE_SIGMA_MEV,
                                 photostat=1.0 / darkshine.PHOTOELECTRONS_PER_MEV,
                                 exact_energy=True, threshold_band=args.threshold_band,
-                                deflection_energy=args.deflection_mev)
+                                deflection_energy=args.deflection_mev,
+                                n_components=args.components)
     if args.observable_critic_weight > 0:
         kind = {"plain": ShowerMomentPenalty,
                 "shares": ShowerObservablesWithShares,
