@@ -66,6 +66,10 @@ def main(argv=None):
                             help="shower components of the components generator (the recoil "
                                  "electron, a bremsstrahlung photon, fragments; more give the "
                                  "nuclear fragments room of their own)")
+        parser.add_argument("--layer-energy-weight", type=float, default=0.0,
+                            help="weight of the relative penalty on each layer's batch-mean "
+                                 "energy against the training set's (the deep layers' rare "
+                                 "nuclear fragments); 0 turns it off")
         parser.add_argument("--scattered-mev", type=float, default=10.0,
                             help="scale of the per-cell scattered deposits (nuclear fragments, "
                                  "noise hits) of the layer-wise generator; 0 turns them off")
@@ -119,7 +123,7 @@ def main(argv=None):
     args = recipe.parse_args(RECIPE, __doc__, argv, extra=options)
     settings = recipe.settings_for(args, PRESETS)
     recipe.check_learning_rate_options(RECIPE, args)
-    for option in ("deflection_mev", "binned_correlation_weight"):
+    for option in ("deflection_mev", "binned_correlation_weight", "layer_energy_weight"):
         if getattr(args, option) < 0:
             raise SystemExit(f"{RECIPE}: --{option.replace('_', '-')} = {getattr(args, option)}, "
                              "expected >= 0 (0 turns it off)")
@@ -136,7 +140,8 @@ def main(argv=None):
     from ddsim_gan.models.observable_critic import (ShowerObservablesWithConcentration,
                                                     ShowerObservablesWithShares,
                                                     with_observable_critic)
-    from ddsim_gan.models.penalties import NNLSPenalty, ShowerMomentPenalty
+    from ddsim_gan.models.penalties import (GroupedLayerPenalty, NNLSPenalty,
+                                            ShowerMomentPenalty)
     from ddsim_gan.models.resampling import CalorimeterFeatures, ConditionFeatures, generate
     from ddsim_gan.models.spectrum import ConditionSpectrum
 
@@ -160,6 +165,14 @@ def main(argv=None):
             penalties.append(BinnedObservableMomentPenalty(
                 edges, penalties[-1], weight=args.binned_moment_weight,
                 correlation_weight=args.binned_correlation_weight / args.binned_moment_weight))
+    if args.layer_energy_weight > 0:
+        penalties.append(GroupedLayerPenalty(
+            "layer_energy", args.layer_energy_weight, group_index=None, n_groups=1,
+            # "halves": a squared batch mean would also penalize the spread of the generated
+            # means, which in the last layers (50-100 % of the mean at batch 256) is the rare
+            # large deposits themselves
+            layer_axis=detector.axes.index("layer"), estimator="halves").fit_reference(
+                data.train_samples, data.train_conditions))
     gan = build_conditional_gan(detector, data.train_conditions, data.train_samples,
                                 energy_condition="E_total", extra_penalties=penalties,
                                 architecture=args.architecture,

@@ -173,6 +173,15 @@ def test_grouped_layer_penalty_matches_numpy_occupancy_and_layer_energy():
     with pytest.raises(ValueError, match="quantity"):
         GroupedLayerPenalty("sum_E")
 
+    whole = GroupedLayerPenalty("layer_energy", group_index=None, n_groups=1)
+    whole.fit_reference(real, conditions)
+    reference = real.sum(axis=(2, 3)).mean(0)
+    np.testing.assert_allclose(whole.reference_means, [reference], rtol=1e-5)
+    assert float(whole(step)) == pytest.approx(float(np.mean(
+        ((fake.sum(axis=(2, 3)).mean(0) - reference) / reference) ** 2)), rel=1e-4)
+    assert GroupedLayerPenalty.from_config(whole.get_config()).group_index is None
+    with pytest.raises(ValueError, match="n_groups must be 1"):
+        GroupedLayerPenalty("layer_energy", group_index=None, n_groups=2)
 
 def test_grouped_layer_occupancy_gradient_reaches_an_unhit_layer():
     """A layer whose hottest cell is far below the seed-hit cut is still pushed up."""

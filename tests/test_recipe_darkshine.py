@@ -140,3 +140,18 @@ def test_whole_gan_reloads_in_a_fresh_process_and_trains_on(quick_run, tmp_path)
     assert completed.returncode == 0, completed.stderr[-3000:]
     name, before, after = completed.stdout.split()[-3:]
     assert name == "ObservableCriticGAN" and int(before) > 0 and int(after) == int(before) + 1
+
+
+@pytest.mark.parametrize("option, value, message", [
+    ("--components", "0", "--components = 0, expected at least 1"),
+    ("--deflection-mev", "-1", "--deflection-mev = -1.0, expected >= 0"),
+])
+def test_bad_options_stop_before_any_work(option, value, message, tmp_path):
+    sys.path.insert(0, str(ROOT / "recipes"))
+    try:
+        import darkshine_nnls_cgan as recipe
+    finally:
+        sys.path.remove(str(ROOT / "recipes"))
+    with pytest.raises(SystemExit, match=message):
+        recipe.main(["--quick", "--output-dir", str(tmp_path / "run"), option, value])
+    assert not (tmp_path / "run").exists()

@@ -337,7 +337,8 @@ class GroupedConservationPenalty(ConservationPenalty):
         P = mean over categories g present in the batch of
             ((mean_{g} Q(x_fake) - mean_{g} Q(x_real)) / mean_{g} Q(x_real))^2
 
-    with g = round(conditions[:, ``group_index``]) in [0, ``n_groups``). Real and generated
+    with g = round(conditions[:, ``group_index``]) in [0, ``n_groups``) (``group_index``
+    None, ``n_groups`` 1: the whole batch, for a detector without categories). Real and generated
     events share their conditions, so each category's means are comparable (seed 003's penalty,
     taken category by category). ``estimator`` "halves" takes, per category, the product of the
     two generated halves' differences instead of the square (:class:`ConservationPenalty`);
@@ -367,7 +368,10 @@ class GroupedConservationPenalty(ConservationPenalty):
                  reference_means=None, estimator: str = "square", energy_split=None):
         super().__init__(quantity, weight, hit_fraction, temperature, estimator)
         self.floor = 1e-12                  # of the denominator
-        self.group_index = int(group_index)
+        self.group_index = None if group_index is None else int(group_index)
+        if self.group_index is None and int(n_groups) != 1:
+            raise ValueError(f"{self.name}: without a group_index every event is one group; "
+                             f"n_groups must be 1, got {n_groups}")
         self.n_groups = int(n_groups)
         self.energy_split = None
         if energy_split is not None:
@@ -392,7 +396,8 @@ class GroupedConservationPenalty(ConservationPenalty):
     def groups(self, conditions, physical=None):
         """``[n]`` int32 group of each event: its category, or with ``energy_split``
         2 category + [sum_E of ``physical`` >= the category's boundary]."""
-        category = categories(conditions, self.group_index)
+        category = (tf.zeros_like(conditions[:, 0], tf.int32) if self.group_index is None
+                    else categories(conditions, self.group_index))
         if self.energy_split is None:
             return category
         boundary = tf.gather(tf.constant(
