@@ -413,20 +413,29 @@ class ConditionalStandardize(keras.layers.Layer):
             basis = ops.reshape(basis[:, :, None] * factor[:, None, :], (-1, width))
         return basis
 
-    def features(self, encoded):
-        """The basis phi(c), ``[N, n_basis]``."""
-        encoded = ops.cast(encoded, "float32")
+    def _blocks(self, encoded):
+        """The blocks of phi: per block the continuous column carrying its hats, their knots
+        and count, the factors its hats are multiplied by, and its columns ``start:stop``."""
         categories = [ops.concatenate([encoded[:, i:i + 1] for i in group], axis=1)
                       for group in self.category_groups]
-        value = encoded[:, self.knot_column]
-        linear = ops.concatenate([ops.ones_like(value[:, None])]
+        linear = ops.concatenate([ops.ones_like(encoded[:, :1])]
                                  + [encoded[:, i:i + 1] for i in self.linear_columns], axis=1)
-        blocks = [self._times(self._hats(value, ops.cast(self.knots, "float32"), self.n_knots),
-                              self.n_knots, [*categories, linear])]
+        blocks = [(encoded[:, self.knot_column], ops.cast(self.knots, "float32"), self.n_knots,
+                   [*categories, linear], 0, self.n_tensor_basis)]
+        start = self.n_tensor_basis
+        n_categories = int(np.prod([len(group) for group in self.category_groups]))
         for a, column in enumerate(self.additive_columns):
-            hats = self._hats(encoded[:, column], ops.cast(self.additive_knots[a], "float32"),
-                              self.n_additive_knots)
-            blocks.append(self._times(hats, self.n_additive_knots, categories))
+            stop = start + self.n_additive_knots * n_categories
+            blocks.append((encoded[:, column], ops.cast(self.additive_knots[a], "float32"),
+                           self.n_additive_knots, categories, start, stop))
+            start = stop
+        return blocks
+
+    def features(self, encoded):
+        """The basis phi(c), ``[N, n_basis]``."""
+        blocks = [self._times(self._hats(value, knots, n_knots), n_knots, factors)
+                  for value, knots, n_knots, factors, _, _ in
+                  self._blocks(ops.cast(encoded, "float32"))]
         return blocks[0] if len(blocks) == 1 else ops.concatenate(blocks, axis=1)
 
     def _moments(self, encoded):
@@ -444,28 +453,14 @@ class ConditionalStandardize(keras.layers.Layer):
         coefficients regrouped ``[n_knots, rest x M]``, interpolated, then a row-wise product
         with the few ``rest`` columns. Building phi itself (``[N, n_basis]``, 144 columns for
         DarkSide's f200 link) took more time than the chain's networks when sampling."""
-        categories = [ops.concatenate([encoded[:, i:i + 1] for i in group], axis=1)
-                      for group in self.category_groups]
-        linear = ops.concatenate([ops.ones_like(encoded[:, :1])]
-                                 + [encoded[:, i:i + 1] for i in self.linear_columns], axis=1)
-        blocks = [(encoded[:, self.knot_column], self.knots, self.n_knots,
-                   [*categories, linear], 0, self.n_tensor_basis)]
-        start = self.n_tensor_basis
-        n_categories = int(np.prod([len(group) for group in self.category_groups]))
-        for a, column in enumerate(self.additive_columns):
-            stop = start + self.n_additive_knots * n_categories
-            blocks.append((encoded[:, column], self.additive_knots[a], self.n_additive_knots,
-                           categories, start, stop))
-            start = stop
         total = 0.0
-        for value, knots, n_knots, factors, start, stop in blocks:
+        for value, knots, n_knots, factors, start, stop in self._blocks(encoded):
             rest = self._times(ops.ones_like(value[:, None]), 1, factors)
             width, n_out = rest.shape[1], coef.shape[1]
             # rows (knot, rest column) -> [knot, output, rest column]
             grouped = ops.reshape(ops.transpose(ops.reshape(
                 coef[start:stop], (n_knots, width, n_out)), (0, 2, 1)), (n_knots, -1))
             # at most two hats are non-zero: those of the knots either side of the value
-            knots = ops.cast(knots, "float32")
             position = (ops.clip(value, knots[0], knots[-1]) - knots[0]) * (
                 (n_knots - 1) / (knots[-1] - knots[0]))
             left = ops.clip(ops.floor(position), 0, n_knots - 2)
