@@ -66,6 +66,10 @@ def main(argv=None):
                             help="shower components of the components generator (the recoil "
                                  "electron, a bremsstrahlung photon, fragments; more give the "
                                  "nuclear fragments room of their own)")
+        parser.add_argument("--fragments-per-layer", type=int, default=0,
+                            help="components: isolated-deposit slots per layer (rare single-"
+                                 "crystal deposits of their own rate, energy and position: "
+                                 "the nuclear fragments); 0 turns them off")
         parser.add_argument("--layer-energy-weight", type=float, default=0.0,
                             help="weight of the relative penalty on each layer's batch-mean "
                                  "energy against the training set's (the deep layers' rare "
@@ -123,7 +127,8 @@ def main(argv=None):
     args = recipe.parse_args(RECIPE, __doc__, argv, extra=options)
     settings = recipe.settings_for(args, PRESETS)
     recipe.check_learning_rate_options(RECIPE, args)
-    for option in ("deflection_mev", "binned_correlation_weight", "layer_energy_weight"):
+    for option in ("deflection_mev", "binned_correlation_weight", "layer_energy_weight",
+                   "fragments_per_layer"):
         if getattr(args, option) < 0:
             raise SystemExit(f"{RECIPE}: --{option.replace('_', '-')} = {getattr(args, option)}, "
                              "expected >= 0 (0 turns it off)")
@@ -182,7 +187,8 @@ def main(argv=None):
                                 photostat=1.0 / darkshine.PHOTOELECTRONS_PER_MEV,
                                 exact_energy=True, threshold_band=args.threshold_band,
                                 deflection_energy=args.deflection_mev,
-                                n_components=args.components)
+                                n_components=args.components,
+                                fragments_per_layer=args.fragments_per_layer)
     if args.observable_critic_weight > 0:
         kind = {"plain": ShowerMomentPenalty,
                 "shares": ShowerObservablesWithShares,

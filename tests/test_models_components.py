@@ -22,7 +22,7 @@ def _head(**kwargs):
 def _raw(head, n, params, seed=0):
     """Generator output: the same parameter vector for every event, then fresh normals."""
     rng = np.random.default_rng(seed)
-    normals = rng.standard_normal((n, 2 * head.n_cells))
+    normals = rng.standard_normal((n, head.noise_units))
     return np.concatenate([np.tile(params, (n, 1)), normals], axis=1).astype(np.float32)
 
 
@@ -108,6 +108,7 @@ def test_gradients_reach_the_spot_size_through_the_hit_count():
 
 @pytest.mark.slow
 def test_components_gan_saves_reloads_and_learns_the_shape(tmp_path):
+    """With fragment slots, so their parameters and noise travel through saving too."""
     from ddsim_gan import detectors
     from ddsim_gan.data import dataset_from_arrays
     from ddsim_gan.models.builders import build_conditional_gan
@@ -117,7 +118,8 @@ def test_components_gan_saves_reloads_and_learns_the_shape(tmp_path):
     gan = build_conditional_gan(detector, conditions, samples, energy_condition="E_total",
                                 architecture="components", generator_hidden=(32,),
                                 critic_hidden=(32,), latent_dim=8, critic_steps=2,
-                                noise_sigma=0.25, photostat=0.05, seed=1)
+                                noise_sigma=0.25, photostat=0.05, seed=1,
+                                fragments_per_layer=1)
     # the untrained generator starts at the mean longitudinal profile
     generated = gan.generate(conditions[:256], seed=2)
     ref_layers = samples.sum(axis=(1, 2)).mean(axis=0) / samples.sum(axis=(1, 2, 3)).mean()
@@ -216,3 +218,83 @@ def test_a_track_component_starts_a_mip_crossing_in_one_cell_of_every_layer(trac
     else:
         np.testing.assert_allclose(shares, 1.0 / 3.0)
         assert layer_hit < 0.3
+
+
+def _fragment_params(head, firing_logits, centre=(1.5, -0.5), log_share=math.log(0.5),
+                     log_width=math.log(0.05), log_spread=math.log(0.01),
+                     log_radius=math.log(0.01)):
+    """The component narrow at (-2.5, -2.5) in layer 0 only; fragment slots with the given
+    firing logit per layer, all at ``centre``."""
+    components_part = _params(head, centre=(-2.5, -2.5), log_core=math.log(0.01),
+                              log_tail=math.log(0.01))
+    per_layer = components_part[head.n_components:-1].reshape(
+        head.n_components, head.n_layers, PARAMS_PER_LAYER)
+    per_layer[..., 0] = [20.0] + [-20.0] * (head.n_layers - 1)
+    slots = np.zeros((1, head.n_layers, components.FRAGMENT_PARAMS))
+    slots[..., 0] = firing_logits
+    slots[..., 1], slots[..., 2] = log_share, log_width
+    slots[..., 3], slots[..., 4] = centre
+    slots[..., 5], slots[..., 6] = log_spread, log_radius
+    return np.concatenate([components_part, slots.ravel()])
+
+
+def test_a_fragment_that_fires_puts_its_share_in_one_crystal_of_its_layer():
+    head = _head(n_components=1, response_spread=0.0, fragments_per_layer=1)
+    assert head.n_params == 1 + 3 * PARAMS_PER_LAYER + 1 + 3 * components.FRAGMENT_PARAMS
+    raw = _raw(head, 200, _fragment_params(head, [-20.0, -20.0, 20.0]), seed=6)
+    cells = ops.convert_to_numpy(head([raw, np.float32([[90.0]] * 200)]))
+    np.testing.assert_allclose(cells.sum(axis=(1, 2, 3)), 90.0, rtol=1e-4)
+    fragment_layer = cells[..., 2]                                   # [N, x, y]
+    assert cells[..., 1].max() < 1e-3                       # neither the shower nor a slot
+    # every event fired (p = 1 - 1e-6): a median share m = 0.5 of E next to the shower's
+    # sampled ~E (its spots fluctuate by ~10 %), then the event is scaled back to E, so the
+    # layer holds about m / (1 + m) of it
+    fraction = fragment_layer.sum(axis=(1, 2)) / 90.0
+    assert 0.25 < fraction.min() and fraction.max() < 0.42
+    np.testing.assert_allclose(np.median(fraction), 1.0 / 3.0, rtol=0.03)
+    assert (fragment_layer[:, 4, 2] > 0.97 * fragment_layer.sum(axis=(1, 2))).all()
+
+
+def test_fragments_fire_at_their_rate_and_spread_around_their_centre():
+    head = _head(n_components=1, response_spread=0.0, fragments_per_layer=1)
+    n, rate, spread = 4000, 0.2, 0.6
+    raw = _raw(head, n, _fragment_params(head, [-20.0, -20.0, math.log(rate / (1 - rate))],
+                                         centre=(0.0, 0.0), log_spread=math.log(spread)),
+               seed=7)
+    fragment_layer = ops.convert_to_numpy(head([raw, np.float32([[90.0]] * n)]))[..., 2]
+    fired = fragment_layer.sum(axis=(1, 2)) > 0
+    assert abs(fired.mean() - rate) < 4 * math.sqrt(rate * (1 - rate) / n)
+    # the hottest crystal's x index (cell centres at -2.5 ... 2.5 cells) of the fired events:
+    # a normal of sigma 0.6 cells read in unit cells has variance 0.6^2 + 1/12 (Sheppard)
+    x = np.unravel_index(fragment_layer[fired].reshape(fired.sum(), -1).argmax(axis=1),
+                         SHAPE[:2])[0] - 2.5
+    np.testing.assert_allclose(np.std(x), math.sqrt(0.36 + 1 / 12), atol=0.05)
+    assert abs(np.mean(x)) < 0.1
+
+
+def test_a_fragment_gets_a_pathwise_gradient_for_its_rate_and_share():
+    import tensorflow as tf
+
+    head = _head(n_components=1, response_spread=0.0, fragments_per_layer=1)
+    params = _fragment_params(head, [-20.0, -20.0, 0.0], log_radius=math.log(0.5))
+    raw = keras.Variable(_raw(head, 256, params, seed=8))
+    with tf.GradientTape() as tape:
+        cells = head([raw, np.float32([[90.0]] * 256)])
+        deep = ops.sum(cells[..., 2])
+    grad = ops.convert_to_numpy(tape.gradient(deep, raw)).sum(axis=0)
+    assert np.all(np.isfinite(grad))
+    slot = 1 + 3 * PARAMS_PER_LAYER + 1 + 2 * components.FRAGMENT_PARAMS   # layer 2's slot
+    firing, share = grad[slot], grad[slot + 1]
+    assert firing > 0 and share > 0      # more often, or more energy: more in that layer
+
+
+def test_fragment_slots_are_counted_in_the_config_and_the_generator_noise():
+    head = _head(fragments_per_layer=2)
+    restored = ShowerComponentsHead.from_config(head.get_config())
+    assert restored.fragments_per_layer == 2 and restored.n_params == head.n_params
+    assert head.noise_units == 2 * head.n_cells + 2 * 3 * components.FRAGMENT_NOISE
+    generator = components.component_generator(8, 3, head, hidden=(16,))
+    assert generator.inputs[0].shape[-1] == 8 + head.noise_units
+    assert generator.output.shape[-1] == head.input_units
+    with pytest.raises(ValueError, match="fragments_per_layer = -1"):
+        _head(fragments_per_layer=-1)

@@ -145,6 +145,7 @@ def test_whole_gan_reloads_in_a_fresh_process_and_trains_on(quick_run, tmp_path)
 @pytest.mark.parametrize("option, value, message", [
     ("--components", "0", "--components = 0, expected at least 1"),
     ("--deflection-mev", "-1", "--deflection-mev = -1.0, expected >= 0"),
+    ("--fragments-per-layer", "-1", "--fragments-per-layer = -1, expected >= 0"),
 ])
 def test_bad_options_stop_before_any_work(option, value, message, tmp_path):
     sys.path.insert(0, str(ROOT / "recipes"))

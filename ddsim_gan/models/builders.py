@@ -51,7 +51,7 @@ def build_conditional_gan(detector, train_conditions, train_samples=None, *, max
                           critic_features=(), architecture="dense", layer_code=64,
                           scattered_scale=0.0, critic_policy=None, n_components=3,
                           noise_sigma=0.0, photostat=0.0, exact_energy=False,
-                          threshold_band=0.0, deflection_energy=0.0):
+                          threshold_band=0.0, deflection_energy=0.0, fragments_per_layer=0):
     """A conditional WGAN-GP for an image detector: dense networks, or with
     ``architecture="layerwise"`` the factorized ones of :mod:`~ddsim_gan.models.layerwise`
     (with ``scattered_scale`` > 0 MeV: per-cell noise and scattered deposits, see
@@ -73,7 +73,8 @@ def build_conditional_gan(detector, train_conditions, train_samples=None, *, max
     before the readout (the condition is the deposited energy, as DarkSHINE's), else to a
     learned response times it; ``threshold_band`` > 0 passes the gradient straight through for
     cells within that fraction below the readout threshold; ``deflection_energy`` > 0 (sample
-    units) lets each component's centre move as 1 / its energy (a magnet's deflection).
+    units) lets each component's centre move as 1 / its energy (a magnet's deflection);
+    ``fragments_per_layer`` > 0 adds that many isolated-deposit slots per layer to the head.
     ``critic_policy`` overrides
     :func:`~ddsim_gan.models.networks.critic_precision` (float32 critics under mixed_float16).
     """
@@ -109,7 +110,7 @@ def build_conditional_gan(detector, train_conditions, train_samples=None, *, max
             detector.condition_names.index(energy_condition),
             0.0 if exact_energy else mean, detector.threshold,
             0.0 if exact_energy else spread, noise_sigma, photostat, threshold_band,
-            deflection_energy, name="shower_components",
+            deflection_energy, fragments_per_layer=fragments_per_layer, name="shower_components",
             dtype="float32")                # physical units need the range
         generator = components.component_generator(latent_dim, encoder.output_width, head,
                                                    hidden=generator_hidden)

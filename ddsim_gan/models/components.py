@@ -52,6 +52,12 @@ _PACKAGE = "ddsim_gan"
 PARAMS_PER_LAYER = 7
 LOG_RADIUS = (math.log(0.01), math.log(20.0))     # cells
 LOG_SPOT = (math.log(1e-3), math.log(1e5))        # units of the threshold
+#: Per fragment slot: firing logit, log median energy share, log-normal width, centre (2),
+#: log spread of the centre, log radius; and per slot three normals: firing, centre jitter (2).
+FRAGMENT_PARAMS = 7
+FRAGMENT_NOISE = 3
+LOG_FRAGMENT_SHARE = (math.log(1e-5), 0.0)        # of the event's energy
+LOG_FRAGMENT_WIDTH = (math.log(0.05), math.log(3.0))
 
 
 def _cell_edges(n_cells: int, cell_size: float) -> np.ndarray:
@@ -112,11 +118,23 @@ class ShowerComponentsHead(keras.layers.Layer):
 
     ``noise_sigma`` is one value for every cell or one per layer (the SiW-ECAL's thinner
     silicon layers are noisier).
+
+    With ``fragments_per_layer`` S > 0 each layer also has S *fragment slots*, after rho in
+    ``raw`` (:data:`FRAGMENT_PARAMS` numbers each), with three more normals per slot after the
+    cells': isolated deposits of their own kind, as nuclear fragments leave them (tens to
+    hundreds of MeV in one or two crystals, at any depth, rare). A slot fires with probability
+    p = sigmoid(logit) and then holds the energy E m exp(w z), m its median share of the
+    event's energy E and z the normal quantile of v = 1 - u / p (as for the cells: a slot that
+    starts to fire starts from nothing, so p gets a pathwise gradient), at a centre drawn as
+    c + s n per transverse axis (n a normal of the slot) with a t2 profile of a learned radius.
+    The smooth components reach the deep layers only through their tails, many small hits
+    where the fragments make few large ones (docs/darkshine_nnls_cgan.md).
     """
 
     def __init__(self, sample_shape, layer_axis, cell_size, n_components=3, energy_index=0,
                  log_response=0.0, threshold=0.0, response_spread=0.1, noise_sigma=0.0,
-                 photostat=0.0, threshold_band=0.0, deflection_energy=0.0, **kwargs):
+                 photostat=0.0, threshold_band=0.0, deflection_energy=0.0,
+                 fragments_per_layer=0, **kwargs):
         super().__init__(**kwargs)
         self.sample_shape = tuple(int(d) for d in sample_shape)
         self.layer_axis = int(layer_axis)
@@ -131,6 +149,10 @@ class ShowerComponentsHead(keras.layers.Layer):
         self.photostat = float(photostat)
         self.threshold_band = float(threshold_band)
         self.deflection_energy = float(deflection_energy)
+        self.fragments_per_layer = int(fragments_per_layer)
+        if self.fragments_per_layer < 0:
+            raise ValueError(f"ShowerComponentsHead: fragments_per_layer = "
+                             f"{fragments_per_layer}, expected >= 0")
         self.params_per_layer = PARAMS_PER_LAYER + (2 if self.deflection_energy > 0 else 0)
         self.transverse_axes = [a for a in range(len(self.sample_shape)) if a != self.layer_axis]
         if len(self.sample_shape) != 3:
@@ -154,26 +176,41 @@ class ShowerComponentsHead(keras.layers.Layer):
                 math.log(max(self.photostat, 1e-6))))
 
     @property
+    def n_fragment_slots(self) -> int:
+        return self.fragments_per_layer * self.n_layers
+
+    @property
     def n_params(self) -> int:
         """Width of the parameter part of the generator output."""
-        return self.n_components * (1 + self.params_per_layer * self.n_layers) + 1
+        return (self.n_components * (1 + self.params_per_layer * self.n_layers) + 1
+                + FRAGMENT_PARAMS * self.n_fragment_slots)
+
+    @property
+    def noise_units(self) -> int:
+        """Normals after the parameters: two per cell, then three per fragment slot."""
+        return 2 * self.n_cells + FRAGMENT_NOISE * self.n_fragment_slots
 
     @property
     def input_units(self) -> int:
-        return self.n_params + 2 * self.n_cells
+        return self.n_params + self.noise_units
 
     def _unpack(self, raw):
-        """Energy-share logits, per-layer parameters ``[N, k, L]`` each (a list), rho, and the
-        per-cell noise. One split, not a slice per piece: the gradient of each slice is a
-        zero tensor as wide as ``raw`` (9 000 columns with the noise), a tenth of the
-        DarkSHINE train step."""
+        """Energy-share logits, per-layer parameters ``[N, k, L]`` each (a list), rho, the
+        fragment slots' parameters (None without them) and the noise. One split, not a slice
+        per piece: the gradient of each slice is a zero tensor as wide as ``raw`` (9 000
+        columns with the noise), a tenth of the DarkSHINE train step."""
         k, n_layers = self.n_components, self.n_layers
-        component_logits, per_layer, rho, noise = ops.split(
-            raw, [k, self.n_params - 1, self.n_params], axis=1)
+        rho_end = k * (1 + self.params_per_layer * n_layers) + 1
+        if self.n_fragment_slots:
+            component_logits, per_layer, rho, fragments, noise = ops.split(
+                raw, [k, rho_end - 1, rho_end, self.n_params], axis=1)
+        else:
+            (component_logits, per_layer, rho, noise), fragments = ops.split(
+                raw, [k, rho_end - 1, rho_end], axis=1), None
         per_layer = ops.reshape(per_layer, (-1, k, n_layers, self.params_per_layer))
         per_layer = [ops.squeeze(q, -1)
                      for q in ops.split(per_layer, self.params_per_layer, axis=-1)]
-        return component_logits, per_layer, rho, noise
+        return component_logits, per_layer, rho, fragments, noise
 
     def expected(self, raw, conditions):
         """Expected energy and spot count per cell, ``[N, n_layers, a, b]`` each (layer first),
@@ -226,18 +263,45 @@ class ShowerComponentsHead(keras.layers.Layer):
 
         return render(core, tail), render(core / spot, tail / spot), total
 
+    def _fragment_deposits(self, fragments, noise, total):
+        """The fragment slots' deposits, ``[N, L, a, b]`` (layer first)."""
+        shape = (-1, self.fragments_per_layer, self.n_layers)
+        f = [ops.squeeze(q, -1) for q in ops.split(
+            ops.reshape(fragments, shape + (FRAGMENT_PARAMS,)), FRAGMENT_PARAMS, axis=-1)]
+        fire_noise, jitter_a, jitter_b = (ops.reshape(q, shape)
+                                          for q in ops.split(noise, FRAGMENT_NOISE, axis=1))
+        u, log_u = normal_cdf_and_log(fire_noise)
+        p_fire = ops.clip(ops.sigmoid(f[0]), 1e-6, 1.0 - 1e-6)
+        fired = ops.cast(u < p_fire, "float32")
+        z = (math.sqrt(3.0) / math.pi) * (ops.log(ops.maximum(p_fire - u, 1e-12)) - log_u)
+        width = ops.exp(ops.clip(f[2], *LOG_FRAGMENT_WIDTH))
+        log_share = ops.clip(f[1], *LOG_FRAGMENT_SHARE) + ops.minimum(width * z, 10.0)
+        energy = fired * total[:, :, None] * ops.minimum(ops.exp(log_share), 1.0)  # [N, S, L]
+        radius = ops.exp(ops.clip(f[6], *LOG_RADIUS))[..., None]
+        spread = ops.exp(ops.clip(f[5], *LOG_RADIUS))
+        profiles = []
+        for axis, column, jitter in ((self.transverse_axes[0], 3, jitter_a),
+                                     (self.transverse_axes[1], 4, jitter_b)):
+            size, n = self.cell_size[axis], self.sample_shape[axis]
+            centre = ops.clip(f[column] + spread * jitter, -float(n), float(n))[..., None]
+            profiles.append(_t2_cell_shares(centre * size, radius * size,
+                                            ops.convert_to_tensor(_cell_edges(n, size))))
+        return ops.einsum("nsla,nslb->nlab", energy[..., None] * profiles[0], profiles[1])
+
     def _to_sample_layout(self, layer_first):
         order = [self.layer_axis] + self.transverse_axes            # axes of the layer-first tensor
         return ops.transpose(layer_first, [0] + [1 + order.index(a) for a in range(3)])
 
     def call(self, inputs):
         raw, conditions = inputs
-        *parameters, noise = self._unpack(ops.cast(raw, "float32"))
+        *parameters, fragments, noise = self._unpack(ops.cast(raw, "float32"))
         mu, spots, total = self._expected(*parameters, conditions)
         mu, spots = self._to_sample_layout(mu), self._to_sample_layout(spots)
         shape = (-1,) + self.sample_shape
+        quantile_noise, readout_noise, fragment_noise = ops.split(
+            noise, [self.n_cells, 2 * self.n_cells], axis=1)
         quantile_noise, readout_noise = (ops.reshape(n, shape)
-                                         for n in ops.split(noise, 2, axis=1))
+                                         for n in (quantile_noise, readout_noise))
 
         u, log_u = normal_cdf_and_log(quantile_noise)
         p_fire = ops.clip(-ops.expm1(-spots), 1e-6, 1.0)   # 1 - exp(-x) loses digits at small x
@@ -254,6 +318,9 @@ class ShowerComponentsHead(keras.layers.Layer):
                                           - log_u)
         deposits = fired * (mu / p_fire) * ops.relu(1.0 - 1.0 / (9.0 * k)
                                                     + z / (3.0 * ops.sqrt(k))) ** 3
+        if fragments is not None:
+            deposits = deposits + self._to_sample_layout(
+                self._fragment_deposits(fragments, fragment_noise, total))
         visible = ops.sum(ops.reshape(deposits, (-1, self.n_cells)), axis=-1)[:, None]
         scale = ops.where(visible > 0, total / ops.maximum(visible, 1e-12), 0.0)
         deposits = deposits * ops.reshape(scale, (-1, 1, 1, 1))
@@ -283,7 +350,8 @@ class ShowerComponentsHead(keras.layers.Layer):
                 "log_response": self.log_response, "threshold": self.threshold,
                 "response_spread": self.response_spread, "noise_sigma": self.noise_sigma,
                 "photostat": self.photostat, "threshold_band": self.threshold_band,
-                "deflection_energy": self.deflection_energy}
+                "deflection_energy": self.deflection_energy,
+                "fragments_per_layer": self.fragments_per_layer}
 
 
 def initial_parameters(head: ShowerComponentsHead, samples, spot_thresholds=20.0,
@@ -321,8 +389,26 @@ def initial_parameters(head: ShowerComponentsHead, samples, spot_thresholds=20.0
         params[0, :, 5] = math.log(0.95 / 0.05)
         params[0, :, 6] = np.log(0.25)
         track_share = hottest_cell_shares(head, samples).mean()
-    start = np.concatenate([np.zeros(k), params.ravel(), [0.0]])
+    start = np.concatenate([np.zeros(k), params.ravel(), [0.0],
+                            fragment_start(head, centres).ravel()])
     return (start + layer_logit_parameters(head, fractions, track_share)).astype(np.float32)
+
+
+def fragment_start(head: ShowerComponentsHead, centres, rate_per_layer=0.03, share=0.03,
+                   width=0.7, spread=2.5, radius=0.3) -> np.ndarray:
+    """Starting values of the fragment slots, ``[S, L, FRAGMENT_PARAMS]``: each fires in
+    ``rate_per_layer`` of the events with a median ``share`` of the event's energy (log-normal
+    ``width``), around the layer's mean centre (``centres``: two ``[L]`` arrays, in cells) within
+    ``spread`` cells, in a profile of ``radius`` cells. The defaults are of the order of
+    DarkSHINE's electro-nuclear events (a few per cent of events at the spectrum's mean, four
+    clusters of a tenth of the energy each, spread over the depth within about 3 crystals
+    of the beam: ``detectors/darkshine.py``); training moves them."""
+    slots = np.zeros((head.fragments_per_layer, head.n_layers, FRAGMENT_PARAMS))
+    slots[..., 0] = math.log(rate_per_layer / (1.0 - rate_per_layer))
+    slots[..., 1], slots[..., 2] = math.log(share), math.log(width)
+    slots[..., 3], slots[..., 4] = centres
+    slots[..., 5], slots[..., 6] = math.log(spread), math.log(radius)
+    return slots
 
 
 def layer_fractions(head: ShowerComponentsHead, samples) -> np.ndarray:
@@ -355,25 +441,26 @@ def layer_logit_parameters(head: ShowerComponentsHead, fractions, track_share=No
     if track_share is not None and k > 1:
         f = float(np.clip(track_share, 0.01, 0.99))
         shares[0] = math.log(f * (k - 1) / (1.0 - f))
-    return np.concatenate([shares, params.ravel(), [0.0]])
+    return np.concatenate([shares, params.ravel(), [0.0],
+                           np.zeros(FRAGMENT_PARAMS * head.n_fragment_slots)])
 
 
 def component_generator(latent_dim, condition_width, head: ShowerComponentsHead,
                         hidden=(256, 256, 256), output_scale=0.1, discrete_latent=0,
                         name="generator"):
-    """``[noise (latent_dim + 2 cells), encoded conditions] -> head input``: a dense trunk on
+    """``[noise (latent_dim + head.noise_units), encoded conditions] -> head input``: a dense trunk on
     [latent, conditions] emits the head's parameters (the layer ``component_params``, whose
     bias :func:`initial_parameters` sets; a kernel ``output_scale`` times the usual size keeps
-    the start near it); the per-cell normals pass through to the head.
+    the start near it); the head's normals (per cell, per fragment slot) pass through to it.
 
     ``discrete_latent`` K > 1 adds a :class:`~ddsim_gan.models.calorimeter.DiscreteLatent`
     code of K values to the trunk's input and, with its cross with the conditions, beside the
     conditions at the output, as :func:`~ddsim_gan.models.calorimeter.cell_generator` does
     (so :func:`~ddsim_gan.models.calorimeter.start_at_category_means` can start each code)."""
-    sizes = [latent_dim, head.n_cells, head.n_cells]
+    sizes = [latent_dim, head.noise_units]
     noise = keras.Input((sum(sizes),), name="noise")
     conditions = keras.Input((condition_width,), name="encoded_conditions")
-    z, quantile_noise, readout_noise = NoiseSplit(sizes, name="noise_split")(noise)
+    z, head_noise = NoiseSplit(sizes, name="noise_split")(noise)
     code = [DiscreteLatent(discrete_latent, name="discrete_latent")(z)] if discrete_latent else []
     x = layers.Concatenate()([z, *code, conditions])
     for i, units in enumerate(hidden):
@@ -384,6 +471,5 @@ def component_generator(latent_dim, condition_width, head: ShowerComponentsHead,
     params = layers.Dense(head.n_params, dtype="float32", name="component_params",
                           kernel_initializer=keras.initializers.VarianceScaling(
                               output_scale ** 2, "fan_in", "truncated_normal"))(x)
-    out = layers.Concatenate(dtype="float32", name="head_input")(
-        [params, quantile_noise, readout_noise])
+    out = layers.Concatenate(dtype="float32", name="head_input")([params, head_noise])
     return keras.Model([noise, conditions], out, name=name)
