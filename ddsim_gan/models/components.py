@@ -58,6 +58,7 @@ FRAGMENT_PARAMS = 7
 FRAGMENT_NOISE = 3
 LOG_FRAGMENT_SHARE = (math.log(1e-5), 0.0)        # of the event's energy
 LOG_FRAGMENT_WIDTH = (math.log(0.05), math.log(3.0))
+LOG_FRAGMENT_RADIUS = (math.log(0.01), math.log(0.5))  # cells: a fragment stays a fragment
 
 
 def _cell_edges(n_cells: int, cell_size: float) -> np.ndarray:
@@ -126,7 +127,9 @@ class ShowerComponentsHead(keras.layers.Layer):
     p = sigmoid(logit) and then holds the energy E m exp(w z), m its median share of the
     event's energy E and z the normal quantile of v = 1 - u / p (as for the cells: a slot that
     starts to fire starts from nothing, so p gets a pathwise gradient), at a centre drawn as
-    c + s n per transverse axis (n a normal of the slot) with a t2 profile of a learned radius.
+    c + s n per transverse axis (n a normal of the slot, the centre kept on the grid) with a
+    t2 profile of a learned radius of at most half a cell (a slot with a wide profile, which a
+    penalty on the deep layers' mean energy made of it, is a smooth component again).
     The smooth components reach the deep layers only through their tails, many small hits
     where the fragments make few large ones (docs/darkshine_nnls_cgan.md).
     """
@@ -277,13 +280,15 @@ class ShowerComponentsHead(keras.layers.Layer):
         width = ops.exp(ops.clip(f[2], *LOG_FRAGMENT_WIDTH))
         log_share = ops.clip(f[1], *LOG_FRAGMENT_SHARE) + ops.minimum(width * z, 10.0)
         energy = fired * total[:, :, None] * ops.minimum(ops.exp(log_share), 1.0)  # [N, S, L]
-        radius = ops.exp(ops.clip(f[6], *LOG_RADIUS))[..., None]
+        radius = ops.exp(ops.clip(f[6], *LOG_FRAGMENT_RADIUS))[..., None]
         spread = ops.exp(ops.clip(f[5], *LOG_RADIUS))
         profiles = []
         for axis, column, jitter in ((self.transverse_axes[0], 3, jitter_a),
                                      (self.transverse_axes[1], 4, jitter_b)):
             size, n = self.cell_size[axis], self.sample_shape[axis]
-            centre = ops.clip(f[column] + spread * jitter, -float(n), float(n))[..., None]
+            # inside the grid: a slot off it would be a way to switch itself off unseen
+            half = 0.5 * n
+            centre = ops.clip(f[column] + spread * jitter, -half, half)[..., None]
             profiles.append(_t2_cell_shares(centre * size, radius * size,
                                             ops.convert_to_tensor(_cell_edges(n, size))))
         return ops.einsum("nsla,nslb->nlab", energy[..., None] * profiles[0], profiles[1])
