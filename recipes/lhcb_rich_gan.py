@@ -96,9 +96,14 @@ GRID_LEVELS = 51
 # failed 69, against 35 on none; docs)
 GRID_REFINEMENTS = 0
 # after training, the generator's raw output is quantile-mapped onto the reference's at every
-# condition (GridQuantileMap); its kernel (node spacings): the shipped generator's failed
-# ratios, 35 as is: 7 mapped at 0.6, 1 at 0.8, 5 at 1.0 (seed 2023's bar tracks; docs)
-QUANTILE_MAP_WIDTH = 0.8
+# condition (GridQuantileMap), on the head's grid with P nodes at most this factor apart (the
+# protons' DLLs bend between 17.7 and 35.6 GeV/c within one of the head's spacings) and a
+# kernel of (P, eta, nSPDHits) node spacings: full in eta and nSPDHits, so each of the finer
+# P nodes keeps enough tracks. Failed ratios of the generators of two full runs (seeds
+# 2023 / 7): 2 / 7 with the head's grid and 0.8 everywhere, 3 / 6 with these nodes and 0.8
+# everywhere, 0 / 2 with these nodes and this kernel (docs)
+QUANTILE_MAP_P_STEP = 1.2
+QUANTILE_MAP_WIDTH = (0.8, 1.0, 1.0)
 
 
 def threshold_ties(detector):
@@ -153,6 +158,14 @@ def quantile_grid(detector):
     eta = _subdivided(sorted({eta_low, eta_high, *(round(e, 6) for e in edges
                                                     if eta_low < e < eta_high)}), 0.5)
     return [(0, momentum, True), (ETA_INDEX, eta, False), (2, [0.0, 400.0, 800.0], False)]
+
+
+def quantile_map_grid(detector):
+    """The quantile map's axes: :func:`quantile_grid` with its P nodes subdivided to at most
+    ``QUANTILE_MAP_P_STEP`` apart."""
+    (column, momentum, log), *others = quantile_grid(detector)
+    return [(column, _subdivided(momentum, np.log(QUANTILE_MAP_P_STEP), log=True), log),
+            *others]
 
 
 def _subdivided(nodes, max_step, log=False):
@@ -450,7 +463,8 @@ def train_quantile(detector, data, settings, args, val_conditions, val_samples):
     print(f"quantile map: the generator's raw output onto the reference's at every condition, "
           f"fitted on {len(data.train_conditions):,} tracks ...", flush=True)
     sampler, _ = quantile_mapped_sampler(gan.sampler, data.train_conditions, data.train_samples,
-                                         kernel_width=QUANTILE_MAP_WIDTH, seed=args.seed)
+                                         kernel_width=QUANTILE_MAP_WIDTH, seed=args.seed,
+                                         grid=quantile_map_grid(detector))
     os.replace(out / "generator.keras", out / "generator_alone.keras")
     sampler.save(out / "generator.keras")
     return gan, history, sampler

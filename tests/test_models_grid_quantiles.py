@@ -67,6 +67,32 @@ def test_the_drawn_distribution_follows_the_conditions():
                 assert abs(_draw(plain, momentum, category).mean() - mean) > 1.0
 
 
+def test_a_kernel_width_per_axis():
+    conditions, samples = _peak_moving_with_momentum(n=40_000)
+    flat = np.random.default_rng(5).uniform(0.0, 1.0, (len(samples), 1)).astype(np.float32)
+    conditions = np.concatenate([conditions, flat], axis=1)          # P, category, a flat axis
+    grid = [LOG_P, (2, [0.0, 0.5, 1.0], False)]
+
+    def fitted(width):
+        return GridQuantileHead(1, grid=grid, category_index=1, n_categories=2,
+                                kernel_width=width).adapt(samples, conditions)
+
+    same, scalar = fitted([0.5, 0.5]), fitted(0.5)
+    np.testing.assert_array_equal(np.asarray(same.grid_tables), np.asarray(scalar.grid_tables))
+    wide_on_flat = fitted([0.5, 1.0])
+    assert wide_on_flat.get_config()["kernel_width"] == [0.5, 1.0]
+    assert not np.allclose(np.asarray(wide_on_flat.grid_tables), np.asarray(same.grid_tables))
+    # the axis the law does not depend on may be wide: the law at a P node is still right
+    raw = np.random.default_rng(1).standard_normal((40_000, 1)).astype(np.float32)
+    at_node = np.tile([[10.0, 0.0, 0.3]], (40_000, 1)).astype(np.float32)
+    drawn = np.asarray(wide_on_flat([raw, at_node]))
+    assert drawn.mean() == pytest.approx(2.0 * np.log(10.0), abs=0.1)
+    assert drawn.std() == pytest.approx(1.0, rel=0.15)
+    for bad in ([0.5, 0.5, 0.5], [0.5, 1.5], 0.0):
+        with pytest.raises(ValueError, match="kernel_width"):
+            GridQuantileHead(1, grid=grid, kernel_width=bad)
+
+
 def test_at_a_node_the_map_is_that_nodes_table():
     conditions, samples = _peak_moving_with_momentum()
     head = GridQuantileHead(1, grid=[LOG_P], n_levels=11).adapt(samples, conditions)
@@ -196,6 +222,9 @@ def test_the_rich_grid_has_nodes_at_every_threshold_and_edge():
         assert np.min(np.abs(np.array(eta) - low)) < 1e-6 or low <= 1.8
         assert np.min(np.abs(np.array(eta) - high)) < 1e-6
     assert np.max(np.diff(eta)) <= 0.5 + 1e-9
+    (_, map_momentum, _), *map_others = rich.quantile_map_grid(detector)
+    assert set(momentum) <= set(map_momentum) and map_others == rich.quantile_grid(detector)[1:]
+    assert np.max(np.diff(np.log(map_momentum))) <= np.log(rich.QUANTILE_MAP_P_STEP) + 1e-9
 
 
 def _narrow_peak_moving_with_momentum(n=200_000, seed=0):

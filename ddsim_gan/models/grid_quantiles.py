@@ -81,7 +81,9 @@ class GridQuantileHead(QuantileHead):
             hundreds to thousands of samples, not the millions of the category table.
         min_weight: a node with less total weight than this takes the nearest filled node's
             table (its category's, where no node has enough).
-        kernel_width: the half-width h of the tent weights, in node spacings, in (0, 1].
+        kernel_width: the half-width h of the tent weights, in node spacings, in (0, 1]: one
+            value, or one per grid axis (narrow where the distribution bends between nodes,
+            wide where it changes slowly and the tracks are better spent on less noise).
         refinements: extra stages of tables in Gaussian units, each fitted on the probability
             integral transform through the stages before it (module docstring); 0 = one stage.
         n_features, n_quantiles, epsilon, category_index, n_categories: as
@@ -103,10 +105,12 @@ class GridQuantileHead(QuantileHead):
         if self.n_levels < 2:
             raise ValueError(f"GridQuantileHead: n_levels = {n_levels}, expected >= 2")
         self.min_weight = float(min_weight)
-        self.kernel_width = float(kernel_width)
-        if not 0 < self.kernel_width <= 1:
-            raise ValueError(f"GridQuantileHead: kernel_width = {kernel_width}, expected in "
-                             "(0, 1] node spacings")
+        widths = np.ravel(np.asarray(kernel_width, np.float64))
+        if widths.size not in (1, len(self.grid)) or not np.all((widths > 0) & (widths <= 1)):
+            raise ValueError(f"GridQuantileHead: kernel_width = {kernel_width}, expected one "
+                             f"value or one per grid axis ({len(self.grid)}), each in (0, 1] "
+                             "node spacings")
+        self.kernel_width = float(widths[0]) if widths.size == 1 else widths.tolist()
         self.refinements = int(refinements)
         if self.refinements < 0:
             raise ValueError(f"GridQuantileHead: refinements = {refinements}, expected >= 0")
@@ -205,12 +209,13 @@ class GridQuantileHead(QuantileHead):
         levels = np.linspace(0.0, 1.0, self.n_levels)
         tables = np.empty((self.n_categories, self.n_nodes, self.n_levels, self.n_features))
         nodes = np.array(list(itertools.product(*map(range, self.axis_sizes))), np.float64)
+        widths = np.asarray(self.kernel_width, np.float64)
         for k in range(self.n_categories):
             rows = category == k
             where, rows_values = positions[rows], values[rows]
             filled = np.zeros((self.n_nodes, self.n_features), bool)
             for node, index in enumerate(nodes):
-                weight = np.prod(np.maximum(0.0, 1.0 - np.abs(where - index) / self.kernel_width),
+                weight = np.prod(np.maximum(0.0, 1.0 - np.abs(where - index) / widths),
                                  axis=1)
                 near = weight > 0
                 for f in range(self.n_features):
