@@ -86,8 +86,20 @@ def test_the_exported_sampler_is_quantile_mapped_and_the_generator_alone_kept(ri
 
     mapped = keras.saving.load_model(rich_run / "generator.keras", compile=False)
     alone = keras.saving.load_model(rich_run / "generator_alone.keras", compile=False)
+    from model_families import recipe_module
+
+    from ddsim_gan import detectors
+    from ddsim_gan.models.grid_quantiles import GridQuantileHead
+
+    rich = recipe_module("lhcb_rich_gan")
     quantile_map = mapped.get_layer("quantile_map")
-    assert quantile_map.node_maps.kernel_width == 0.8 and quantile_map.n_features == 5
+    assert quantile_map.n_features == 5
+    assert quantile_map.node_maps.kernel_width == list(rich.QUANTILE_MAP_WIDTH)
+    map_momentum = quantile_map.node_maps.grid[0][1]
+    np.testing.assert_allclose(map_momentum,
+                               rich.quantile_map_grid(detectors.get("lhcb_rich"))[0][1])
+    head = next(layer for layer in mapped.layers if isinstance(layer, GridQuantileHead))
+    assert len(map_momentum) > len(head.grid[0][1])            # finer in P than the head's
     assert "quantile_map" not in [layer.name for layer in alone.layers]
     conditions = np.array([[20.0, 3.0, 200.0, k] for k in range(5)] * 200, np.float32)
     noise = np.random.default_rng(0).standard_normal((1000, 16)).astype(np.float32)
