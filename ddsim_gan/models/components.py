@@ -95,6 +95,13 @@ def normal_cdf_and_log(n):
     return ops.where(lower, tail, upper), ops.where(lower, log_tail, ops.log(upper))
 
 
+def _quantile_given_fired(p_fire, u, log_u):
+    """The normal quantile of v = 1 - u / p_fire (where u < p_fire), by the logistic one of
+    equal variance, sqrt(3) / pi logit(v), written without the cancellation in 1 - v: it
+    goes to -inf as u reaches p_fire, so what starts to fire starts from nothing."""
+    return (math.sqrt(3.0) / math.pi) * (ops.log(ops.maximum(p_fire - u, 1e-12)) - log_u)
+
+
 @keras.saving.register_keras_serializable(package=_PACKAGE)
 class ShowerComponentsHead(keras.layers.Layer):
     """``[raw, physical conditions] -> physical cells``: renders shower components.
@@ -276,7 +283,7 @@ class ShowerComponentsHead(keras.layers.Layer):
         u, log_u = normal_cdf_and_log(fire_noise)
         p_fire = ops.clip(ops.sigmoid(f[0]), 1e-6, 1.0 - 1e-6)
         fired = ops.cast(u < p_fire, "float32")
-        z = (math.sqrt(3.0) / math.pi) * (ops.log(ops.maximum(p_fire - u, 1e-12)) - log_u)
+        z = _quantile_given_fired(p_fire, u, log_u)
         width = ops.exp(ops.clip(f[2], *LOG_FRAGMENT_WIDTH))
         log_share = ops.clip(f[1], *LOG_FRAGMENT_SHARE) + ops.minimum(width * z, 10.0)
         energy = fired * total[:, :, None] * ops.minimum(ops.exp(log_share), 1.0)  # [N, S, L]
@@ -318,9 +325,7 @@ class ShowerComponentsHead(keras.layers.Layer):
         # normal quantile of v by the logistic one of equal variance (an erfinv costs five
         # times as much on CPU).
         k = ops.maximum(spots / p_fire, 1.0)
-        # logit(v) with v = 1 - u / p_fire, written without the cancellation in 1 - v
-        z = (math.sqrt(3.0) / math.pi) * (ops.log(ops.maximum(p_fire - u, 1e-12))
-                                          - log_u)
+        z = _quantile_given_fired(p_fire, u, log_u)
         deposits = fired * (mu / p_fire) * ops.relu(1.0 - 1.0 / (9.0 * k)
                                                     + z / (3.0 * ops.sqrt(k))) ** 3
         if fragments is not None:
