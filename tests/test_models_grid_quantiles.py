@@ -112,6 +112,36 @@ def test_at_a_node_the_map_is_that_nodes_table():
                                          np.linspace(0, 1, 11)), rtol=1e-5, atol=1e-5)
 
 
+def test_every_node_table_is_the_tent_weighted_quantile_function_of_all_rows():
+    """The fit visits only each row's cell corners; every node, in three axes with a
+    single-node axis, per-axis widths, NaN entries, ties and a min_weight at the edge of
+    the populated region, must hold what a weighting of every row gives."""
+    rng = np.random.default_rng(3)
+    n = 30_000
+    conditions = np.stack([np.exp(rng.uniform(0.0, np.log(100.0), n)), rng.uniform(0, 4, n),
+                           np.full(n, 7.0), rng.integers(0, 2, n)], 1).astype(np.float32)
+    samples = np.round(rng.normal(size=(n, 2)) * conditions[:, 1:2], 1)
+    samples[rng.random((n, 2)) < 0.2] = np.nan
+    grid = [LOG_P, (1, [0.0, 1.0, 2.5, 4.0, 6.0], False), (2, [7.0], False)]
+    widths = [0.7, 1.0, 1.0]
+    head = GridQuantileHead(2, grid=grid, n_levels=11, min_weight=120.0, kernel_width=widths,
+                            category_index=3, n_categories=2).adapt(samples, conditions)
+    tables = np.asarray(head.grid_tables).reshape(2, 9, 5, 1, 11, 2)
+    position = np.stack([np.log(conditions[:, 0]) / np.log(100.0) * 8,
+                         np.interp(conditions[:, 1], [0.0, 1.0, 2.5, 4.0, 6.0], np.arange(5))], 1)
+    checked = 0
+    for k, i, j, f in np.ndindex(2, 9, 5, 2):
+        weight = (np.maximum(0.0, 1.0 - np.abs(position[:, 0] - i) / widths[0])
+                  * np.maximum(0.0, 1.0 - np.abs(position[:, 1] - j) / widths[1]))
+        usable = (weight > 0) & (conditions[:, 3] == k) & ~np.isnan(samples[:, f])
+        if weight[usable].sum() < 120.0:
+            continue
+        checked += 1
+        np.testing.assert_allclose(tables[k, i, j, 0, :, f], weighted_quantiles(
+            samples[usable, f], weight[usable], np.linspace(0, 1, 11)), rtol=1e-6, atol=1e-5)
+    assert 40 < checked < 2 * 9 * 4 * 2     # the eta nodes at 6 and some corners stay empty
+
+
 def test_a_point_mass_stays_exact_between_nodes():
     conditions, samples = _peak_moving_with_momentum()
     zero = np.random.default_rng(5).random(len(samples)) < 0.3

@@ -67,6 +67,24 @@ def weighted_quantiles(values, weights, levels):
     return np.interp(levels, positions, values)
 
 
+def _node_quantiles(values, node, row, weight, levels, min_weight):
+    """``(node, its weighted_quantiles table)`` for every node whose pairs weigh at least
+    ``min_weight``: one sort of all (node, value, row) pairs instead of one per node; the row
+    as the last key keeps ties in row order, as ``weighted_quantiles``' stable sort does."""
+    order = np.lexsort((row, values, node))
+    values, node, weight = values[order], node[order], weight[order]
+    starts = np.flatnonzero(np.r_[True, node[1:] != node[:-1]])
+    ends = np.r_[starts[1:], len(node)]
+    cumulative = np.cumsum(weight)
+    for start, end in zip(starts, ends):
+        before = cumulative[start - 1] if start else 0.0
+        segment = cumulative[start:end] - before
+        if segment[-1] < min_weight:
+            continue
+        positions = (segment - 0.5 * weight[start:end]) / segment[-1]
+        yield node[start], np.interp(levels, positions, values[start:end])
+
+
 @keras.saving.register_keras_serializable(package=_PACKAGE)
 class GridQuantileHead(QuantileHead):
     """:class:`QuantileHead` with tables at the nodes of a grid in condition columns (per
@@ -209,26 +227,43 @@ class GridQuantileHead(QuantileHead):
         levels = np.linspace(0.0, 1.0, self.n_levels)
         tables = np.empty((self.n_categories, self.n_nodes, self.n_levels, self.n_features))
         nodes = np.array(list(itertools.product(*map(range, self.axis_sizes))), np.float64)
-        widths = np.asarray(self.kernel_width, np.float64)
         for k in range(self.n_categories):
             rows = category == k
-            where, rows_values = positions[rows], values[rows]
+            row, node, weight = self._tent_pairs(positions[rows])
+            pair_values = values[rows][row]
             filled = np.zeros((self.n_nodes, self.n_features), bool)
-            for node, index in enumerate(nodes):
-                weight = np.prod(np.maximum(0.0, 1.0 - np.abs(where - index) / widths),
-                                 axis=1)
-                near = weight > 0
-                for f in range(self.n_features):
-                    usable = near & ~np.isnan(rows_values[:, f])
-                    if weight[usable].sum() >= self.min_weight:
-                        filled[node, f] = True
-                        tables[k, node, :, f] = weighted_quantiles(
-                            rows_values[usable, f], weight[usable], levels)
+            for f in range(self.n_features):
+                usable = ~np.isnan(pair_values[:, f])
+                for index, table in _node_quantiles(pair_values[usable, f], node[usable],
+                                                     row[usable], weight[usable], levels,
+                                                     self.min_weight):
+                    filled[index, f] = True
+                    tables[k, index, :, f] = table
             fallback = (self._category_table(k, levels) if category_tables else
                         np.repeat(_ndtri(np.clip(levels, self.epsilon, 1 - self.epsilon))[:, None],
                                   self.n_features, axis=1))
             self._fill_empty_nodes(tables[k], filled, nodes, fallback)
         return tables
+
+    def _tent_pairs(self, where):
+        """Every (row, node) with a positive tent weight, and that weight. With half-widths of
+        at most one node spacing only the 2^axes corners of a row's grid cell can have one, so
+        the fit costs rows x corners, not rows x nodes."""
+        widths = np.broadcast_to(np.asarray(self.kernel_width, np.float64), (len(self.grid),))
+        lower = [np.clip(np.floor(where[:, d]), 0, max(size - 2, 0)).astype(np.int64)
+                 for d, size in enumerate(self.axis_sizes)]
+        rows, nodes, weights = [], [], []
+        for corner in itertools.product(*[(0, 1) if size > 1 else (0,)
+                                          for size in self.axis_sizes]):
+            node = np.zeros(len(where), np.int64)
+            weight = np.ones(len(where))
+            for d, step in enumerate(corner):
+                index = lower[d] + step
+                node += index * self.strides[d]
+                weight *= np.maximum(0.0, 1.0 - np.abs(where[:, d] - index) / widths[d])
+            near = np.flatnonzero(weight > 0)
+            rows.append(near), nodes.append(node[near]), weights.append(weight[near])
+        return np.concatenate(rows), np.concatenate(nodes), np.concatenate(weights)
 
     def _fill_empty_nodes(self, tables, filled, nodes, category_table):
         """A node without enough samples takes the table of the nearest filled node (in node
