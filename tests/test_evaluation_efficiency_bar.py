@@ -29,6 +29,9 @@ def test_ratio_test_error_by_hand():
     assert M.ratio_test_error(1.0, 4, 4) == pytest.approx(np.sqrt(0.75 * 0.25 * 0.5) / 0.75)
     assert np.isinf(M.ratio_test_error(0.0, 10, 10))
     assert np.isinf(M.ratio_test_error(0.5, 0, 10))
+    # the training sample's binomial error adds: eps = 0.5, 4 + 4 + 2 tracks
+    assert M.ratio_test_error(0.5, 4, 4, 2) == pytest.approx(np.sqrt(0.25 * 1.0) / 0.5)
+    assert np.isinf(M.ratio_test_error(0.5, 4, 4, 0))
 
 
 def _tiny():
@@ -109,3 +112,32 @@ def test_groups_labels_and_generated_conditions_of_their_own():
     with pytest.raises(ValueError, match="cut_scope"):
         M.efficiency_ratio_bar(ref, gen, conditions, gen_conditions, {0: [0.0, 2.0]},
                                cut_scope="event")
+
+
+def test_training_tracks_join_the_test_error_and_the_strict_count_stays():
+    ref, gen, conditions = _tiny()
+    # bin 0 holds 2 training tracks, bin 1 holds 6 (one outside every bin, ignored)
+    train = np.array([0.2, 0.7] + [1.1] * 6 + [5.0])[:, None]
+    options = dict(quantiles=(25,), cut_scope="group")
+    bar = M.efficiency_ratio_bar(ref, gen, conditions, conditions, {0: [0.0, 1.0, 2.0]},
+                                 max_error=0.6, train_conditions=train, **options)
+    assert bar["n_train"].tolist() == [[2, 6]]
+    # bin 0, eps = 1/2: sqrt(0.25 (1/4 + 1/4 + 1/2)) / 0.5 = 1 > 0.6, untested;
+    # bin 1, eps = 1 (Agresti-Coull 0.75): sqrt(0.1875 (1/4 + 1/4 + 1/6)) / 0.75 = 0.471
+    assert bar["expected_error"][0, :, 0, 0] == pytest.approx(
+        [1.0, np.sqrt(0.1875 * (0.5 + 1 / 6)) / 0.75])
+    assert bar["tested"][0, :, 0, 0].tolist() == [False, True]
+    assert bar["excluded_bins"][0]["n_train"] == 2
+    assert "2 training" in bar["excluded_bins"][0]["reason"]
+    # "strict" is the bar without the training term (errors 0.707 and 0.408: bin 1 tested)
+    plain = M.efficiency_ratio_bar(ref, gen, conditions, conditions, {0: [0.0, 1.0, 2.0]},
+                                   max_error=0.6, **options)
+    assert bar["strict"] == {"n_tested": plain["n_tested"], "n_failed": plain["n_failed"],
+                             "max_deviation": pytest.approx(plain["max_deviation"])}
+    assert plain["strict"] is None and plain["n_train"] is None
+    # at max_error 0.8 bin 0 is tested strictly (0.707) and not with its 2 training tracks (1.0)
+    worse = M.efficiency_ratio_bar(ref, gen, conditions, conditions, {0: [0.0, 1.0, 2.0]},
+                                   max_error=0.8, train_conditions=train, **options)
+    strict = M.efficiency_ratio_bar(ref, gen, conditions, conditions, {0: [0.0, 1.0, 2.0]},
+                                    max_error=0.8, **options)
+    assert strict["n_tested"] == 2 and worse["n_tested"] == 1

@@ -44,12 +44,17 @@ def test_bar_in_metrics_and_report(rich_run):
     # 5 species x 27 (P, eta, nSPDHits) bins x 5 DLLs x 5 cuts
     assert bar["n_ratios"] == 5 * 27 * 5 * 5 and bar["quantiles"] == [10, 25, 50, 75, 90]
     assert bar["max_error"] == pytest.approx(0.03 / 3.29)
-    assert bar["excluded_bins"] and {"group", "bin", "n_ref", "n_gen", "reason"} <= set(
-        bar["excluded_bins"][0])
+    assert bar["excluded_bins"] and {"group", "bin", "n_ref", "n_gen", "n_train",
+                                     "reason"} <= set(bar["excluded_bins"][0])
+    # tested where a perfect model of the training tracks resolves 3 %: fewer ratios than the
+    # bar's tracks alone would test, counted beside it
+    assert 0 <= bar["n_tested"] <= bar["strict"]["n_tested"] <= bar["n_ratios"]
+    assert bar["floor"]["n_tested"] == bar["library"]["n_tested"] == bar["n_tested"]
     assert bar["floor"]["n_failed"] == 0                # a second simulation passes its tests
     assert bar["library"]["n_ratios"] == bar["n_ratios"]
     report = (rich_run / "report.md").read_text()
     assert "Efficiency ratios (seed 001's metric)" in report and "Bins with untested" in report
+    assert "bar's tracks alone: failed, max" in report
     assert "library (k=10)" in report
     maps = sorted((rich_run / "plots" / "efficiency").glob("efficiency_*.png"))
     assert len(maps) == 25                              # one per species and DLL
