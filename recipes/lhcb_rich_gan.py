@@ -70,8 +70,8 @@ DETECTOR = "lhcb_rich"
 #   the quantile model spends on 18 000 and its evaluations.
 _QUICK = dict(n_train=20_000, n_test=4_000, n_val=5_000, n_bar=50_000, batch_size=256,
               epochs=2, steps_per_epoch=40, time_limit_minutes=None, library_size=20_000)
-_FULL = dict(n_train=2_000_000, n_test=50_000, n_val=50_000, n_bar=2_000_000, batch_size=1024,
-             epochs=60, steps_per_epoch=300, time_limit_minutes=21, library_size=2_000_000)
+_FULL = dict(n_train=1_000_000, n_test=50_000, n_val=50_000, n_bar=2_000_000, batch_size=1024,
+             epochs=60, steps_per_epoch=300, time_limit_minutes=21, library_size=1_000_000)
 PRESETS = {"standardized": {"quick": _QUICK, "full": dict(_FULL, epochs=100)},
            "quantile": {"quick": _QUICK, "full": _FULL}}
 LEARNING_RATE = 5e-4  # with batches of 1024 (medium runs: better than 2e-4 with 512)
@@ -426,7 +426,7 @@ def train_quantile(detector, data, settings, args, val_conditions, val_samples):
     elif per_species or grid:
         head = plain(n_outputs, name="quantiles", dtype="float32", **per_species, **grid)
     if head is not None:
-        if grid:    # about 40 s per stage for the full preset's million tracks
+        if grid:    # tens of seconds per stage for the full preset's million tracks
             print(f"fitting the output head's tables ({1 + args.refinements} stages) on "
                   f"{len(data.train_samples):,} tracks ...", flush=True)
         head.adapt(data.train_samples, data.train_conditions)
