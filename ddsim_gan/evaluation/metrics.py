@@ -806,7 +806,8 @@ def efficiency_ratio_bar(ref_values, gen_values, ref_conditions, gen_conditions,
                                                         and n_train[g, b] == 0):
                 reason = "an empty sample in the bin (reference, generated or training)"
             else:
-                reason = (f"binomial error of the ratio for a perfect generator above "
+                perfect = "generator" if n_train is None else "model of the training tracks"
+                reason = (f"binomial error of the ratio for a perfect {perfect} above "
                           f"{max_error:.3g} (cuts whose reference efficiency is too small for "
                           f"{n_ref[g, b]} reference, {n_gen[g, b]} generated{trained} events)")
             excluded.append({

@@ -262,7 +262,9 @@ class GridQuantileHead(QuantileHead):
                 node += index * self.strides[d]
                 weight *= np.maximum(0.0, 1.0 - np.abs(where[:, d] - index) / widths[d])
             near = np.flatnonzero(weight > 0)
-            rows.append(near), nodes.append(node[near]), weights.append(weight[near])
+            rows.append(near)
+            nodes.append(node[near])
+            weights.append(weight[near])
         return np.concatenate(rows), np.concatenate(nodes), np.concatenate(weights)
 
     def _fill_empty_nodes(self, tables, filled, nodes, category_table):
