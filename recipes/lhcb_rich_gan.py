@@ -45,8 +45,8 @@ lie in [0.97, 1.03]. A ratio is tested only where the tracks can resolve 3 %: wh
 model of the training tracks would leave the band with probability below 0.1 % (binomial error
 of the ratio, from the bar's reference, generated and training tracks in the bin, <= 0.03 /
 3.29); the report lists the bins and cuts left out and why, and the count without the training
-tracks' error. The same numbers for a second
-reference simulation (the floor) and for the shower-library baseline stand beside the GAN's.
+tracks' error. The same numbers for a second reference simulation (the floor) and for the
+shower-library baseline stand beside the GAN's.
 
 Writes to the output directory: ``data/`` (training shards), ``logs/`` (TensorBoard; per-epoch
 physics metrics under ``logs/physics``), ``metrics.json``, ``report.md``, ``plots/``
