@@ -314,18 +314,18 @@ def critic_updates_per_step(args, gan) -> int:
     return gan.critic_steps if args.critic_schedule == "whole-run" else 1
 
 
-def add_resampling_options(parser, candidates=8, events=40_000) -> None:
+def add_resampling_options(parser, candidates=16, clip=5.0, events=150_000) -> None:
     """The ``--resample-*`` options of :func:`resample_sampler`."""
     parser.add_argument("--resample-candidates", type=int, default=candidates,
                         help="draw K candidates per event and keep one, weighted by a "
                              "classifier's density ratio reference / generated (sampling-"
                              "importance resampling; 1 turns it off; default %(default)s)")
-    parser.add_argument("--resample-clip", type=float, default=3.0,
+    parser.add_argument("--resample-clip", type=float, default=clip,
                         help="bound of the log density ratio (default %(default)s)")
     parser.add_argument("--resample-events", type=int, default=events,
                         help="reference training events the classifier learns from, with as "
-                             "many generated ones (default %(default)s; the quick mode uses "
-                             "a twentieth)")
+                             "many generated ones (default %(default)s, at most the training "
+                             "events; the quick mode uses a twentieth)")
 
 
 def resample_sampler(gan, data: RecipeData, args, event_features, condition_features):
@@ -349,7 +349,7 @@ def resample_sampler(gan, data: RecipeData, args, event_features, condition_feat
     sampler, report = resample_generator(
         gan.sampler, event_features, condition_features, data.train_conditions[-n:],
         data.train_samples[-n:], n_candidates=k, clip=args.resample_clip, seed=args.seed,
-        epochs=5 if args.quick else 30)
+        epochs=5 if args.quick else 200)
     print(f"resampling: classifier validation AUC {report['validation_auc']:.3f} "
           f"(cross-entropy {report['cross_entropy_before']:.3f} -> "
           f"{report['cross_entropy_after']:.3f})", flush=True)

@@ -139,13 +139,15 @@ def test_classifier_auc_and_jsd():
     auc, err = auc_mann_whitney(pos, neg)
     assert auc == pytest.approx(np.mean(pos[:, None] > neg[None, :]))
     assert 0 < err < 0.05
-    same = classifier_two_sample_test(rng.normal(size=(3000, 6)), rng.normal(size=(3000, 6)),
-                                      epochs=5)
+    same = classifier_two_sample_test(rng.normal(size=(3000, 6)), rng.normal(size=(3000, 6)))
     assert abs(same["auc"] - 0.5) < 4 * same["auc_error"] + 0.02
     assert same["jsd"] < 0.05 and same["n_test"] == 1800 and same["n_train"] == 4200
+    # nothing to learn: the validation loss stops improving and ends the training, not the cap
+    assert same["converged"] and 10 < same["epochs_run"] < 400
     different = classifier_two_sample_test(rng.normal(size=(3000, 6)),
                                            rng.normal(2.0, 1, size=(3000, 6)), epochs=5)
     assert different["auc"] > 0.9
+    assert different["epochs_run"] == 5 and not different["converged"]
     assert 0.3 < different["jsd"] <= np.log(2)
     images = rng.exponential(size=(500, 4, 4, 2))                   # low-level input
     result = classifier_two_sample_test(images, images * 3, epochs=5)

@@ -43,8 +43,8 @@ def test_quick_run_resamples_and_reports_the_generator_alone(quick_run):
 
     metrics = json.loads((quick_run / "metrics.json").read_text())
     resampling = metrics["resampling"]
-    assert resampling["n_candidates"] == 8 and resampling["clip"] == 3.0
-    assert resampling["events_per_class"] == 2_000          # a twentieth of 40 000 in quick mode
+    assert resampling["n_candidates"] == 16 and resampling["clip"] == 5.0
+    assert resampling["events_per_class"] == 6_144   # a twentieth of 150 000, at most n_train
     assert 0.5 <= resampling["validation_auc"] <= 1.0
     alone = {m["name"] for m in resampling["generator_alone"]}
     # the quick mode leaves out the classifier of the generator alone (its 2-minute budget)
@@ -53,7 +53,7 @@ def test_quick_run_resamples_and_reports_the_generator_alone(quick_run):
     sampler = keras.saving.load_model(quick_run / "generator.keras")
     alone_model = keras.saving.load_model(quick_run / "generator_alone.keras")
     width = alone_model.inputs[1].shape[-1]
-    assert sampler.inputs[1].shape[-1] == 8 * width + 8     # 8 candidates' noise + the choice
+    assert sampler.inputs[1].shape[-1] == 16 * width + 16   # 16 candidates' noise + the choice
     extra = quick_run / "saved_models" / "darkshine_nnls_cgan" / "1" / "assets.extra"
     assert (extra / "generator_alone.keras").is_file()
 

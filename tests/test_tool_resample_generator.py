@@ -12,10 +12,10 @@ from conftest import ROOT
 pytestmark = pytest.mark.slow
 
 
-def test_resampling_an_exported_generator_gives_a_run_that_exports(quick_run, tmp_path):
-    import tensorflow as tf
-
+def test_resampling_a_generator_gives_a_run_that_exports(quick_run, tmp_path):
     import shutil
+
+    import tensorflow as tf
 
     # a run as the recipe leaves it without resampling: the quick run's generator alone
     alone = tmp_path / "alone_run"
@@ -46,9 +46,12 @@ def test_resampling_an_exported_generator_gives_a_run_that_exports(quick_run, tm
     b = serve(conditions=conditions, seed=tf.constant(3, tf.int64))["samples"].numpy()
     assert a.shape == (8, 20, 20, 11) and np.isfinite(a).all() and (a == b).all()
     info = json.loads((version / "assets.extra" / "ddsim_gan.json").read_text())
-    eight = json.loads((quick_run / "saved_models" / "darkshine_nnls_cgan" / "1" /
-                        "assets.extra" / "ddsim_gan.json").read_text())["latent_dim"]
-    assert info["latent_dim"] == 3 * (eight - 8) // 8 + 3     # 3 candidates' noise + choice
+    import keras
+
+    import ddsim_gan.models  # noqa: F401
+
+    width = keras.saving.load_model(quick_run / "generator_alone.keras").inputs[1].shape[-1]
+    assert info["latent_dim"] == 3 * width + 3                 # 3 candidates' noise + choice
 
 
 def test_a_directory_without_a_generator_is_refused(tmp_path):
@@ -58,3 +61,22 @@ def test_a_directory_without_a_generator_is_refused(tmp_path):
         cwd=ROOT)
     assert completed.returncode != 0 and "no generator.keras" in completed.stderr
     assert "Traceback" not in completed.stderr
+
+
+def test_a_resampled_run_gets_its_stage_replaced_not_stacked(quick_run, tmp_path):
+    import keras
+
+    import ddsim_gan.models  # noqa: F401
+
+    out = tmp_path / "again"
+    completed = subprocess.run(
+        [sys.executable, str(ROOT / "tools" / "resample_generator.py"), str(quick_run),
+         "--output-dir", str(out), "--n-train", "3000", "--n-test", "800", "--events", "1500",
+         "--candidates", "2"], capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
+    assert "resampled already: starting from its generator alone" in completed.stdout
+    width = keras.saving.load_model(quick_run / "generator_alone.keras").inputs[1].shape[-1]
+    sampler = keras.saving.load_model(out / "generator.keras")
+    assert sampler.inputs[1].shape[-1] == 2 * width + 2    # 2 candidates of the generator alone
+    assert (out / "generator_alone.keras").read_bytes() == \
+        (quick_run / "generator_alone.keras").read_bytes()

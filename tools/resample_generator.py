@@ -5,7 +5,9 @@
     python tools/export_savedmodel.py --run-dir runs/darkshine_resampled --base saved_models
 
 ``MODEL`` is a SavedModel version directory (its ``assets.extra/`` holds ``generator.keras`` and
-the run's metadata) or a recipe's output directory (``generator.keras``, ``run.json``). The
+the run's metadata) or a recipe's output directory (``generator.keras``, ``run.json``); where
+a ``generator_alone.keras`` lies beside it (a model resampled before), the tool starts from
+that, so the new stage replaces the old one (e.g. with more ``--events``). The
 tool simulates the recipe's reference split for ``--seed`` (the same training and held-out
 events as the recipe's run with that seed and sizes) or reads ``--data``, trains the density-ratio
 classifier of :mod:`ddsim_gan.models.resampling` on the last ``--events`` training events, and
@@ -72,9 +74,9 @@ def main(argv=None) -> int:
     parser.add_argument("--n-train", type=int, default=150_000,
                         help="the recipe's training events (the split depends on it)")
     parser.add_argument("--n-test", type=int, default=20_000, help="held-out events")
-    parser.add_argument("--candidates", type=int, default=8)
-    parser.add_argument("--clip", type=float, default=3.0)
-    parser.add_argument("--events", type=int, default=40_000,
+    parser.add_argument("--candidates", type=int, default=16)
+    parser.add_argument("--clip", type=float, default=5.0)
+    parser.add_argument("--events", type=int, default=150_000,
                         help="training events the classifier learns from")
     args = parser.parse_args(argv)
     if args.candidates < 2 or not args.clip > 0 or args.events < 100:
@@ -93,6 +95,11 @@ def main(argv=None) -> int:
         keras_file, meta, spectrum = run_files(args.model)
     except FileNotFoundError as error:
         raise SystemExit(f"resample_generator: {error}") from None
+    alone_file = keras_file.with_name("generator_alone.keras")
+    if alone_file.is_file():    # resampled before: its stage is replaced, not stacked on
+        print(f"{args.model} is resampled already: starting from its generator alone",
+              flush=True)
+        keras_file = alone_file
     detector = detectors.get(meta["detector"])
     settings = {"n_train": args.n_train, "n_test": args.n_test}
     data = recipe.prepare_data(detector, argparse.Namespace(data=args.data, seed=args.seed),

@@ -130,6 +130,7 @@ def evaluate(detector, ref_conditions, ref_samples, gen_samples, ref2_samples, *
                  if feat_ref2 is not None else {"auc": math.nan, "auc_error": math.nan,
                                                 "jsd": math.nan})
         extra = {"n_train": test["n_train"], "n_test": test["n_test"],
+                 "epochs_run": test["epochs_run"], "converged": test["converged"],
                  "features": feature_names}
         results.append(M.MetricResult(
             "classifier_auc", test["auc"], test["auc_error"], floor["auc"], floor["auc_error"],

@@ -261,13 +261,17 @@ def _features(event_features, condition_features, conditions, samples, batch_siz
 
 
 def fit_ratio_classifier(sampler, event_features, condition_features, conditions, samples, *,
-                         seed=0, epochs=30, batch_size=1024, validation_fraction=0.1,
-                         hidden=(128, 128, 128), feature_batch=4096, verbose=0):
+                         seed=0, epochs=200, patience=5, batch_size=1024,
+                         validation_fraction=0.1, hidden=(128, 128, 128), feature_batch=4096,
+                         verbose=0):
     """Train the classifier of the module doc on the reference ``conditions, samples`` against
-    ``sampler``'s events at the same conditions (one each, noise seeded by ``seed``).
+    ``sampler``'s events at the same conditions (one each, noise seeded by ``seed``), until
+    its validation loss has not improved for ``patience`` epochs (at most ``epochs``; its best
+    epoch is kept).
 
     Returns ``(classifier, report)``; ``report`` holds the validation AUC and the binary
-    cross-entropy before and after (ln 2 = 0.693 is "cannot tell"), and the events used."""
+    cross-entropy before and after (ln 2 = 0.693 is "cannot tell"), the events used and the
+    epochs run."""
     from ..evaluation.classifier import auc_mann_whitney
 
     conditions = np.asarray(conditions, np.float32)
@@ -298,16 +302,17 @@ def fit_ratio_classifier(sampler, event_features, condition_features, conditions
     classifier.compile(optimizer=keras.optimizers.Adam(1e-3),
                        loss=keras.losses.BinaryCrossentropy(from_logits=True))
     before = float(classifier.evaluate(x[val], y[val], batch_size=8192, verbose=0))
-    stop = keras.callbacks.EarlyStopping(monitor="val_loss", patience=3,
+    stop = keras.callbacks.EarlyStopping(monitor="val_loss", patience=int(patience),
                                          restore_best_weights=True)
-    classifier.fit(x[fit], y[fit], validation_data=(x[val], y[val]), epochs=epochs,
-                   batch_size=batch_size, callbacks=[stop], verbose=verbose)
+    history = classifier.fit(x[fit], y[fit], validation_data=(x[val], y[val]),
+                             epochs=int(epochs), batch_size=batch_size, callbacks=[stop],
+                             verbose=verbose)
     score = classifier.predict(x[val], batch_size=8192, verbose=0).ravel()
     auc, auc_error = auc_mann_whitney(score[y[val] == 1], score[y[val] == 0])
     after = float(classifier.evaluate(x[val], y[val], batch_size=8192, verbose=0))
     return classifier, {"validation_auc": auc, "validation_auc_error": auc_error,
                         "cross_entropy_before": before, "cross_entropy_after": after,
-                        "events_per_class": n}
+                        "events_per_class": n, "epochs_run": len(history.history["loss"])}
 
 
 def resample_generator(sampler, event_features, condition_features, conditions, samples, *,
