@@ -314,6 +314,16 @@ def critic_updates_per_step(args, gan) -> int:
     return gan.critic_steps if args.critic_schedule == "whole-run" else 1
 
 
+QUICK_CLASSIFIER_EPOCHS = 20
+
+
+def classifier_epochs(args):
+    """The classifier two-sample test's epoch cap for ``evaluate``: ``QUICK_CLASSIFIER_EPOCHS``
+    in quick mode (a smoke test inside 2 minutes; a classifier that converges on a barely
+    trained generator can take minutes), ``None`` (train to convergence) in full mode."""
+    return QUICK_CLASSIFIER_EPOCHS if args.quick else None
+
+
 def add_resampling_options(parser, candidates=16, clip=5.0, events=150_000) -> None:
     """The ``--resample-*`` options of :func:`resample_sampler`."""
     parser.add_argument("--resample-candidates", type=int, default=candidates,

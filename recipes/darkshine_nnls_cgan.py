@@ -241,7 +241,8 @@ def main(argv=None):
     generated = generate(sampler, data.test_conditions, seed=args.seed + 1,
                          batch_size=max(4096 // args.resample_candidates, 1))
     result = evaluate(detector, data.test_conditions, data.test_samples, generated,
-                      data.floor_samples, bars=BARS, classifier=True, plots=not args.no_plots,
+                      data.floor_samples, bars=BARS, classifier=True,
+                      classifier_epochs=recipe.classifier_epochs(args), plots=not args.no_plots,
                       seed=args.seed, output_dir=args.output_dir)
     if resampling is not None:
         alone = evaluate(detector, data.test_conditions, data.test_samples,

@@ -353,6 +353,7 @@ def main(argv=None):
     generated = model.generate(data.test_conditions, seed=args.seed + 1)
     result = evaluate(detector, data.test_conditions, data.test_samples, generated,
                       data.floor_samples, bars=BARS, classifier=True,
+                      classifier_epochs=recipe.classifier_epochs(args),
                       plots=not args.no_plots, seed=args.seed, output_dir=out)
     result["model"] = args.model
 

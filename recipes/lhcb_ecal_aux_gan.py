@@ -205,7 +205,8 @@ def main(argv=None):
 
     generated = gan.generate(data.test_conditions, seed=args.seed + 1)
     result = evaluate(detector, data.test_conditions, data.test_samples, generated,
-                      data.floor_samples, bars=BARS, classifier=True, plots=not args.no_plots,
+                      data.floor_samples, bars=BARS, classifier=True,
+                      classifier_epochs=recipe.classifier_epochs(args), plots=not args.no_plots,
                       seed=args.seed, output_dir=args.output_dir)
     add_metrics(result, asymmetry_metrics(detector, data.test_conditions, data.test_samples,
                                           generated, data.floor_samples, gan, seed=args.seed))

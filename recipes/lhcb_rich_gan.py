@@ -533,7 +533,8 @@ def main(argv=None):
     # ---- standard evaluation on held-out tracks ------------------------------------------------
     generated = generate(data.test_conditions, seed=args.seed + 1)
     result = evaluate(detector, data.test_conditions, data.test_samples, generated,
-                      data.floor_samples, classifier=True, plots=not args.no_plots,
+                      data.floor_samples, classifier=True,
+                      classifier_epochs=recipe.classifier_epochs(args), plots=not args.no_plots,
                       seed=args.seed, output_dir=out)
 
     # ---- the seed's bar: efficiency ratios in (P, eta, nSPDHits) bins per species ------------

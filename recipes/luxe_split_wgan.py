@@ -495,7 +495,8 @@ def main(argv=None):
     # ---- evaluation: whole plane, then each region against its bars -------------------------
     generated = model.generate(data.test_conditions, seed=args.seed + 1)
     result = evaluate(detector, data.test_conditions, data.test_samples, generated,
-                      data.floor_samples, classifier=True, plots=False, seed=args.seed)
+                      data.floor_samples, classifier=True,
+                      classifier_epochs=recipe.classifier_epochs(args), plots=False, seed=args.seed)
     result["mode"] = mode
     plot_dir = out / "plots"
     for name, _, _, index, _ in region_plan(detector):

@@ -45,6 +45,9 @@ def test_quick_run_resamples_and_reports_the_generator_alone(quick_run):
     resampling = metrics["resampling"]
     assert resampling["n_candidates"] == 16 and resampling["clip"] == 5.0
     assert resampling["events_per_class"] == 6_144   # a twentieth of 150 000, at most n_train
+    # the quick mode caps the classifier test (its 2-minute budget) and says so
+    auc = next(m for m in metrics["metrics"] if m["name"] == "classifier_auc")
+    assert auc["extra"]["epochs_run"] <= 20 and "converged" in auc["extra"]
     assert 0.5 <= resampling["validation_auc"] <= 1.0
     alone = {m["name"] for m in resampling["generator_alone"]}
     # the quick mode leaves out the classifier of the generator alone (its 2-minute budget)

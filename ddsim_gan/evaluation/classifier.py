@@ -58,7 +58,8 @@ def _calibrate(scores_fit, labels_fit, scores):
 
 
 def classifier_two_sample_test(ref_features, gen_features, *, seed: int = 0, epochs: int = 400,
-                               patience: int = 10, hidden=(64, 64), test_fraction: float = 0.3,
+                               patience: int = 10, min_delta: float = 1e-3, hidden=(64, 64),
+                               test_fraction: float = 0.3,
                                batch_size: int = 256, log_transform: bool | None = None) -> dict:
     """Train an MLP to separate reference (label 1) from generated (label 0) events.
 
@@ -67,12 +68,14 @@ def classifier_two_sample_test(ref_features, gen_features, *, seed: int = 0, epo
     into a training part (20 % of it kept for early stopping and calibration) and a held-out
     ``test_fraction``, standardised with training statistics.
 
-    The network trains until its validation loss has not improved for ``patience`` epochs (at
-    most ``epochs``) and keeps its best epoch: a two-sample test is only as strong as its
-    classifier, and one stopped early reports samples as closer than they are. A cap of 20
-    epochs (this function's default until 2026-12-07) stopped it before it converged on
-    DarkSHINE showers: the shipped sampler's AUC was 0.728-0.745 over three seeds, converged
-    (85-100 epochs) 0.770-0.786 (docs/darkshine_nnls_cgan.md).
+    The network trains until its validation loss (binary cross-entropy, nats) has not improved
+    by ``min_delta`` for ``patience`` epochs (at most ``epochs``) and keeps its best epoch: a
+    two-sample test is only as strong as its classifier, and one stopped early reports samples
+    as closer than they are. A cap of 20 epochs (this function's default until 2026-12-07)
+    stopped it before it converged on DarkSHINE showers: the shipped sampler's AUC was
+    0.728-0.745 over three seeds, converged 0.770-0.786 (docs/darkshine_nnls_cgan.md).
+    ``min_delta`` ends the training on samples it separates completely, whose loss would
+    otherwise creep towards 0 until the cap.
 
     Returns ``{"auc", "auc_error", "jsd", "n_train", "n_test", "epochs_run", "converged"}``;
     ``converged`` is False where the cap, not the validation loss, ended the training.
@@ -114,7 +117,7 @@ def classifier_two_sample_test(ref_features, gen_features, *, seed: int = 0, epo
         + [keras.layers.Dense(1, activation="sigmoid", kernel_initializer=init[-1])])
     model.compile(optimizer=keras.optimizers.Adam(1e-3), loss="binary_crossentropy")
     stop = keras.callbacks.EarlyStopping(monitor="val_loss", patience=int(patience),
-                                         restore_best_weights=True)
+                                         min_delta=min_delta, restore_best_weights=True)
     # data is pre-shuffled with the seeded rng; Keras' own shuffling is not seedable per call
     history = model.fit(x_fit, y_fit, validation_data=(x_val, y_val), epochs=int(epochs),
                         batch_size=batch_size, shuffle=False, callbacks=[stop], verbose=0)

@@ -63,13 +63,17 @@ def _multivariate(name, fn, ref, gen, ref2, bar, seed, higher_is_better=False, e
 
 def evaluate(detector, ref_conditions, ref_samples, gen_samples, ref2_samples, *,
              output_dir=None, bars: dict | None = None, classifier: bool = True,
-             plots: bool = True, seed: int = 0, n_bootstrap: int = 20) -> dict:
+             classifier_epochs: int | None = None, plots: bool = True, seed: int = 0,
+             n_bootstrap: int = 20) -> dict:
     """Compare ``gen_samples`` with ``ref_samples`` (both at ``ref_conditions``).
 
     ``ref2_samples`` is an independent reference sample at the same conditions (e.g.
     ``detector.simulate_at(ref_conditions, seed)``) giving each metric's floor; ``None`` skips
     floors. ``bars`` maps metric names (see the module docstring) to the largest acceptable value
-    (every metric here is lower-is-better); an unknown name is a ``KeyError``. With ``output_dir`` the metrics
+    (every metric here is lower-is-better); an unknown name is a ``KeyError``.
+    ``classifier_epochs`` caps the classifier test's training (the recipes' quick modes, whose
+    budget is 2 minutes; the result then says whether it converged); ``None`` lets it converge.
+    With ``output_dir`` the metrics
     are written by :func:`write_report`, and the plots (``plots=True``) under ``output_dir/plots``.
 
     Returns ``{"detector", "n_reference", "n_generated", "metrics": [MetricResult.to_dict()],
@@ -125,8 +129,9 @@ def evaluate(detector, ref_conditions, ref_samples, gen_samples, ref2_samples, *
     if classifier:
         from .classifier import classifier_two_sample_test
 
-        test = classifier_two_sample_test(feat_ref, feat_gen, seed=seed)
-        floor = (classifier_two_sample_test(feat_ref, feat_ref2, seed=seed + 1)
+        cap = {} if classifier_epochs is None else {"epochs": int(classifier_epochs)}
+        test = classifier_two_sample_test(feat_ref, feat_gen, seed=seed, **cap)
+        floor = (classifier_two_sample_test(feat_ref, feat_ref2, seed=seed + 1, **cap)
                  if feat_ref2 is not None else {"auc": math.nan, "auc_error": math.nan,
                                                 "jsd": math.nan})
         extra = {"n_train": test["n_train"], "n_test": test["n_test"],
