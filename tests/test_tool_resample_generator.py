@@ -12,6 +12,16 @@ from conftest import ROOT
 pytestmark = pytest.mark.slow
 
 
+def _resample_small(model, out, candidates):
+    """The tool on small samples (3 000 training, 800 held-out events); it must succeed."""
+    completed = subprocess.run(
+        [sys.executable, str(ROOT / "tools" / "resample_generator.py"), str(model),
+         "--output-dir", str(out), "--n-train", "3000", "--n-test", "800", "--events", "1500",
+         "--candidates", str(candidates)], capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
+    return completed
+
+
 def test_resampling_a_generator_gives_a_run_that_exports(quick_run, tmp_path):
     import shutil
 
@@ -24,11 +34,7 @@ def test_resampling_a_generator_gives_a_run_that_exports(quick_run, tmp_path):
     for name in ("run.json", "spectrum.json"):
         shutil.copyfile(quick_run / name, alone / name)
     out = tmp_path / "resampled"
-    completed = subprocess.run(
-        [sys.executable, str(ROOT / "tools" / "resample_generator.py"), str(alone),
-         "--output-dir", str(out), "--n-train", "3000", "--n-test", "800", "--events", "1500",
-         "--candidates", "3"], capture_output=True, text=True, timeout=600, cwd=ROOT)
-    assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
+    completed = _resample_small(alone, out, candidates=3)
     assert "| classifier_auc |" in completed.stdout
     report = json.loads((out / "resampling.json").read_text())
     assert report["n_candidates"] == 3 and report["events_per_class"] == 1500
@@ -69,11 +75,7 @@ def test_a_resampled_run_gets_its_stage_replaced_not_stacked(quick_run, tmp_path
     import ddsim_gan.models  # noqa: F401
 
     out = tmp_path / "again"
-    completed = subprocess.run(
-        [sys.executable, str(ROOT / "tools" / "resample_generator.py"), str(quick_run),
-         "--output-dir", str(out), "--n-train", "3000", "--n-test", "800", "--events", "1500",
-         "--candidates", "2"], capture_output=True, text=True, timeout=600, cwd=ROOT)
-    assert completed.returncode == 0, completed.stdout[-3000:] + completed.stderr[-3000:]
+    completed = _resample_small(quick_run, out, candidates=2)
     assert "resampled already: starting from its generator alone" in completed.stdout
     width = keras.saving.load_model(quick_run / "generator_alone.keras").inputs[1].shape[-1]
     sampler = keras.saving.load_model(out / "generator.keras")
