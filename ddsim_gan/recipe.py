@@ -324,7 +324,13 @@ def classifier_epochs(args):
     return QUICK_CLASSIFIER_EPOCHS if args.quick else None
 
 
-def add_resampling_options(parser, candidates=16, clip=5.0, events=150_000) -> None:
+# the resampling stage's defaults (docs/darkshine_nnls_cgan.md, "A classifier trained to
+# convergence"), shared with tools/resample_generator.py
+RESAMPLE_CANDIDATES, RESAMPLE_CLIP, RESAMPLE_EVENTS = 16, 5.0, 150_000
+
+
+def add_resampling_options(parser, candidates=RESAMPLE_CANDIDATES, clip=RESAMPLE_CLIP,
+                           events=RESAMPLE_EVENTS) -> None:
     """The ``--resample-*`` options of :func:`resample_sampler`."""
     parser.add_argument("--resample-candidates", type=int, default=candidates,
                         help="draw K candidates per event and keep one, weighted by a "

@@ -26,6 +26,8 @@ import sys
 import time
 from pathlib import Path
 
+from ddsim_gan.recipe import RESAMPLE_CANDIDATES, RESAMPLE_CLIP, RESAMPLE_EVENTS
+
 SHOWN = ("classifier_auc", "W1/sigma:mean", "W1/sigma:E_total", "energy_centre_mean_shift_x",
          "energy_centre_mean_shift_y", "W1/sigma:n_hits", "FPD")
 
@@ -74,9 +76,9 @@ def main(argv=None) -> int:
     parser.add_argument("--n-train", type=int, default=150_000,
                         help="the recipe's training events (the split depends on it)")
     parser.add_argument("--n-test", type=int, default=20_000, help="held-out events")
-    parser.add_argument("--candidates", type=int, default=16)
-    parser.add_argument("--clip", type=float, default=5.0)
-    parser.add_argument("--events", type=int, default=150_000,
+    parser.add_argument("--candidates", type=int, default=RESAMPLE_CANDIDATES)
+    parser.add_argument("--clip", type=float, default=RESAMPLE_CLIP)
+    parser.add_argument("--events", type=int, default=RESAMPLE_EVENTS,
                         help="training events the classifier learns from")
     args = parser.parse_args(argv)
     if args.candidates < 2 or not args.clip > 0 or args.events < 100:
